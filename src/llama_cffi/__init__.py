@@ -1,0 +1,55 @@
+"""llama_cffi: Python bindings to llama.cpp's libllama through compiled cffi.
+
+Objects (each owns one C pointer; ``close()`` or ``with`` frees it):
+
+* :class:`Model` - a GGUF model (placement: ``n_gpu_layers``, ``split_mode``,
+  ``tensor_split``, ``devices``, load mode, ...)
+* :class:`Context` - KV cache and compute buffers (``n_ctx``, ``n_batch``,
+  threads, flash attention, KV cache types, ...)
+* :class:`Batch` - tokens to decode
+* :class:`SamplerChain` and the samplers in :mod:`llama_cffi.sampling`
+* :class:`Generation` and :class:`TextStream` - the generation loop
+
+Facts: :func:`system_info`, :func:`devices`. Models from the package index:
+:mod:`llama_cffi.models`. llama.cpp's log goes to the ``llama_cffi`` logger
+(quiet by default; ``LLAMA_CFFI_LOG=info`` shows it).
+"""
+
+from __future__ import annotations
+
+from . import models, sampling
+from ._version import __version__
+from .batch import Batch
+from .context import Context
+from .enums import FlashAttn, GGMLType, LoadMode, PoolingType, RopeType, SplitMode
+from .errors import (
+    ClosedError,
+    ContextError,
+    ContextFullError,
+    DecodeAbortedError,
+    DecodeError,
+    InvalidBatchError,
+    LlamaError,
+    LoadCancelledError,
+    ModelFetchError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NoKvSlotError,
+    TokenError,
+)
+from .generation import Generation, TextStream
+from .model import Model
+from .sampling import Sampler, SamplerChain
+from .system import Backend, Device, SystemInfo, devices, system_info
+from .vocab import Vocab
+
+__all__ = [
+    "__version__",
+    "Backend", "Batch", "Context", "Device", "Generation", "Model", "Sampler",
+    "SamplerChain", "SystemInfo", "TextStream", "Vocab",
+    "FlashAttn", "GGMLType", "LoadMode", "PoolingType", "RopeType", "SplitMode",
+    "ClosedError", "ContextError", "ContextFullError", "DecodeAbortedError", "DecodeError",
+    "InvalidBatchError", "LlamaError", "LoadCancelledError", "ModelFetchError",
+    "ModelLoadError", "ModelNotFoundError", "NoKvSlotError", "TokenError",
+    "devices", "models", "sampling", "system_info",
+]

@@ -1,0 +1,111 @@
+"""Input batches for ``llama_decode``/``llama_encode`` (``llama_batch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._ffi import ffi, lib
+from ._handle import Handle
+
+
+def _free_batch(ptr: Any) -> None:
+    lib.llama_batch_free(ptr[0])
+
+
+class Batch(Handle):
+    """A reusable batch of up to ``capacity`` tokens (or embedding rows).
+
+    capacity: the most tokens the batch can hold (usually the context's n_batch).
+    n_seq_max: the most sequence ids one token may belong to.
+    embd: if > 0, the batch carries embedding vectors of this size instead of
+        token ids.
+
+    ``tokens``, ``positions`` and ``output`` are numpy views of the C arrays
+    (no copies); they stay valid as long as the batch is open.
+    """
+
+    def __init__(self, capacity: int, *, n_seq_max: int = 1, embd: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError("batch capacity must be at least 1")
+        if n_seq_max < 1:
+            raise ValueError("n_seq_max must be at least 1")
+        holder = ffi.new("llama_batch *")
+        holder[0] = lib.llama_batch_init(int(capacity), int(embd), int(n_seq_max))
+        self._own(holder, _free_batch)
+        self.capacity = int(capacity)
+        self.n_seq_max = int(n_seq_max)
+        self.embd = int(embd)
+        b = holder[0]
+        self._b = b
+        if embd:
+            self.embeddings = np.frombuffer(
+                ffi.buffer(b.embd, capacity * embd * 4), dtype=np.float32).reshape(capacity, embd)
+        else:
+            self.tokens = np.frombuffer(ffi.buffer(b.token, capacity * 4), dtype=np.int32)
+        self.positions = np.frombuffer(ffi.buffer(b.pos, capacity * 4), dtype=np.int32)
+        self.n_seq_ids = np.frombuffer(ffi.buffer(b.n_seq_id, capacity * 4), dtype=np.int32)
+        self.output = np.frombuffer(ffi.buffer(b.logits, capacity), dtype=np.int8)
+        self._seq_id = b.seq_id
+
+    @property
+    def struct(self) -> Any:
+        """The ``llama_batch`` struct to pass to C (raises once closed)."""
+        return self.ptr[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self._b.n_tokens) if not self.closed else 0
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def clear(self) -> None:
+        """Empty the batch (its memory is kept for reuse)."""
+        self.ptr[0].n_tokens = 0
+
+    def add(self, token: int, pos: int, seq_ids: Sequence[int] = (0,), output: bool = False) -> None:
+        """Append one token at position ``pos`` belonging to ``seq_ids``.
+
+        output: whether logits (or embeddings) are computed for this token.
+        """
+        b = self.ptr[0]
+        i = b.n_tokens
+        if i >= self.capacity:
+            raise OverflowError(f"batch is full ({self.capacity} tokens)")
+        if not 1 <= len(seq_ids) <= self.n_seq_max:
+            raise ValueError(f"a token needs 1..{self.n_seq_max} sequence ids, got {len(seq_ids)}")
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = len(seq_ids)
+        row = self._seq_id[i]
+        for k, s in enumerate(seq_ids):
+            row[k] = s
+        b.logits[i] = output
+        b.n_tokens = i + 1
+
+    def set_tokens(self, tokens: Sequence[int] | np.ndarray, start_pos: int, *,
+                   seq_id: int = 0, output_last: bool = True) -> None:
+        """Fill the batch with consecutive tokens of one sequence.
+
+        start_pos: position of the first token.
+        output_last: compute logits for the last token only (prompt processing).
+        """
+        if self.embd:
+            raise TypeError("this batch carries embeddings, not tokens")
+        n = len(tokens)
+        if n > self.capacity:
+            raise OverflowError(f"{n} tokens do not fit a batch of {self.capacity}")
+        b = self.ptr[0]
+        self.tokens[:n] = tokens
+        self.positions[:n] = np.arange(start_pos, start_pos + n, dtype=np.int32)
+        self.n_seq_ids[:n] = 1
+        seq = self._seq_id
+        for i in range(n):
+            seq[i][0] = seq_id
+        self.output[:n] = 0
+        if output_last and n:
+            self.output[n - 1] = 1
+        b.n_tokens = n

@@ -1,0 +1,214 @@
+"""The ``llama-cffi`` command.
+
+Subcommands: ``run`` (prompt in, continuation streamed out), ``pull`` (fetch
+a registry model), ``list`` (cached models), ``system-info``. Flags use the
+names of llama.cpp's own tools (``-m``, ``-n``, ``-c``, ``-ngl``, ``-ts``,
+``--temp`` ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import models, sampling
+from .errors import LlamaError
+
+
+def _progress_printer(label: str) -> Any:
+    """A load-progress callback drawing a bar on a terminal, or None when piped."""
+    if not sys.stderr.isatty():
+        return None
+    last = [-1]
+
+    def show(fraction: float) -> bool:
+        pct = int(fraction * 100)
+        if pct != last[0]:
+            last[0] = pct
+            bar = "#" * (pct // 4)
+            sys.stderr.write(f"\r{label} [{bar:<25}] {pct:3d}%")
+            if pct >= 100:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        return True
+
+    return show
+
+
+def _status(line: str) -> None:
+    if sys.stderr.isatty():
+        print(line, file=sys.stderr)
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (llama_model_params)")
+    g.add_argument("-m", "--model", default=models.DEFAULT_MODEL,
+                   help=f"GGUF path or registry name ({', '.join(models.REGISTRY)}); "
+                        f"default {models.DEFAULT_MODEL}")
+    g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=None,
+                   help="layers to store on GPU/other devices (negative: all)")
+    g.add_argument("-sm", "--split-mode", choices=["none", "layer", "row", "tensor"],
+                   default=None, help="how to split the model across devices")
+    g.add_argument("-mg", "--main-gpu", type=int, default=None,
+                   help="device for the whole model with --split-mode none")
+    g.add_argument("-ts", "--tensor-split", default=None,
+                   help="proportions per device, e.g. 3,1")
+    g.add_argument("-dev", "--device", default=None,
+                   help="comma-separated devices to offload to (see system-info)")
+    g.add_argument("--no-mmap", action="store_true", help="do not memory-map the model")
+    g.add_argument("--mlock", action="store_true", help="keep the model in RAM")
+
+
+def _add_context_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("context (llama_context_params)")
+    g.add_argument("-c", "--ctx-size", type=int, default=4096,
+                   help="context size in tokens, 0 = from model (default 4096)")
+    g.add_argument("-b", "--batch-size", type=int, default=None, help="logical batch size")
+    g.add_argument("-ub", "--ubatch-size", type=int, default=None, help="physical batch size")
+    g.add_argument("-t", "--threads", type=int, default=None, help="generation threads")
+    g.add_argument("-tb", "--threads-batch", type=int, default=None,
+                   help="prompt-processing threads")
+    g.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=None,
+                   help="Flash Attention")
+    g.add_argument("-ctk", "--cache-type-k", default=None, help="KV cache type for K (f16, q8_0, ...)")
+    g.add_argument("-ctv", "--cache-type-v", default=None, help="KV cache type for V")
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temp", type=float, default=0.8, help="temperature; <= 0 is greedy (default 0.8)")
+    g.add_argument("--top-k", type=int, default=40, help="top-k (default 40)")
+    g.add_argument("--top-p", type=float, default=0.95, help="top-p (default 0.95)")
+    g.add_argument("--min-p", type=float, default=0.05, help="min-p (default 0.05)")
+    g.add_argument("-s", "--seed", type=int, default=sampling.DEFAULT_SEED,
+                   help="random seed (default: random)")
+
+
+def _model_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if a.n_gpu_layers is not None:
+        kw["n_gpu_layers"] = a.n_gpu_layers
+    if a.split_mode:
+        kw["split_mode"] = a.split_mode
+    if a.main_gpu is not None:
+        kw["main_gpu"] = a.main_gpu
+    if a.tensor_split:
+        kw["tensor_split"] = [float(x) for x in a.tensor_split.replace("/", ",").split(",")]
+    if a.device:
+        kw["devices"] = [d.strip() for d in a.device.split(",") if d.strip()]
+    if a.no_mmap or a.mlock:
+        kw["use_mmap"] = not a.no_mmap
+        kw["use_mlock"] = a.mlock
+    return kw
+
+
+def _context_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"n_ctx": a.ctx_size}
+    for key, value in (("n_batch", a.batch_size), ("n_ubatch", a.ubatch_size),
+                       ("n_threads", a.threads), ("n_threads_batch", a.threads_batch),
+                       ("flash_attn", a.flash_attn), ("type_k", a.cache_type_k),
+                       ("type_v", a.cache_type_v)):
+        if value is not None:
+            kw[key] = value
+    return kw
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .generation import Generation, TextStream
+    from .model import Model
+
+    path = models.resolve(a.model, progress=_status)
+    prompt = a.prompt if a.prompt is not None else sys.stdin.read()
+    with Model(path, progress=_progress_printer("loading model"), **_model_kwargs(a)) as model:
+        with model.context(**_context_kwargs(a)) as ctx:
+            chain = sampling.default_chain(temperature=a.temp, top_k_=a.top_k, top_p_=a.top_p,
+                                           min_p_=a.min_p, seed=a.seed)
+            with chain:
+                tokens = model.vocab.tokenize(prompt, add_special=True, parse_special=True)
+                stream = TextStream(model.vocab)
+                out = sys.stdout
+                try:
+                    for token in Generation(ctx, chain, tokens, max_tokens=a.n_predict):
+                        piece = stream.add(token)
+                        if piece:
+                            out.write(piece)
+                            out.flush()
+                    out.write(stream.flush())
+                except KeyboardInterrupt:
+                    out.write("\n")
+                    return 130
+                out.write("\n")
+                out.flush()
+    return 0
+
+
+def cmd_pull(a: argparse.Namespace) -> int:
+    for name in a.names:
+        path = models.fetch(name, progress=lambda s: print(s, file=sys.stderr), force=a.force)
+        print(path)
+    return 0
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    cached = {name: (path, size) for name, path, size in models.list_cached()}
+    for name, model in models.REGISTRY.items():
+        if name in cached:
+            path, size = cached[name]
+            print(f"{name:<14} {size / 2**20:8.1f} MiB  {path}")
+        else:
+            print(f"{name:<14} {'-':>8}      (not downloaded: llama-cffi pull {name})")
+    return 0
+
+
+def cmd_system_info(a: argparse.Namespace) -> int:
+    from .system import system_info
+
+    print(system_info())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llama-cffi",
+        description="llama.cpp from Python: run models, fetch models, inspect the build.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="generate a continuation of a prompt, streamed",
+                         description="Generate text after PROMPT (or stdin) and stream it.")
+    run.add_argument("prompt", nargs="?", default=None, help="the prompt (default: read stdin)")
+    run.add_argument("-n", "--n-predict", type=int, default=-1,
+                     help="tokens to generate, -1 = until end of generation or full context")
+    _add_model_flags(run)
+    _add_context_flags(run)
+    _add_sampling_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    pull = sub.add_parser("pull", help="download registry models into the cache")
+    pull.add_argument("names", nargs="+", choices=list(models.REGISTRY), metavar="NAME",
+                      help=f"one of {', '.join(models.REGISTRY)}")
+    pull.add_argument("--force", action="store_true", help="download again even if cached")
+    pull.set_defaults(func=cmd_pull)
+
+    lst = sub.add_parser("list", help="registry models and whether they are cached")
+    lst.set_defaults(func=cmd_list)
+
+    info = sub.add_parser("system-info", help="llama.cpp commit, backends, devices")
+    info.set_defaults(func=cmd_system_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LlamaError as exc:
+        print(f"llama-cffi: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""What was compiled and what is there: backends, devices, build facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._ffi import (
+    BUILD_BACKENDS,
+    BUILD_OPTIONS,
+    BUILD_VERSION,
+    LLAMA_COMMIT,
+    ensure_initialised,
+    ffi,
+    lib,
+)
+from .errors import LlamaError
+
+_DEVICE_TYPES = {
+    int(lib.GGML_BACKEND_DEVICE_TYPE_CPU): "cpu",
+    int(lib.GGML_BACKEND_DEVICE_TYPE_GPU): "gpu",
+    int(lib.GGML_BACKEND_DEVICE_TYPE_IGPU): "igpu",
+    int(lib.GGML_BACKEND_DEVICE_TYPE_ACCEL): "accel",
+}
+
+
+def _str(ptr: Any) -> str:
+    return "" if ptr == ffi.NULL else ffi.string(ptr).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A ggml backend device (a CPU, a GPU, an RPC server, ...).
+
+    name: the name llama.cpp's ``-dev`` flag takes (``CPU``, ``CUDA0``,
+        ``RPC0`` ...).
+    type: ``"cpu"``, ``"gpu"``, ``"igpu"`` or ``"accel"``.
+    memory_free, memory_total: bytes, as the device reports them now.
+    """
+
+    index: int
+    name: str
+    description: str
+    type: str
+    backend: str
+    memory_free: int
+    memory_total: int
+    device_id: str | None = None
+
+
+def _device(index: int, dev: Any) -> Device:
+    props = ffi.new("struct ggml_backend_dev_props *")
+    lib.ggml_backend_dev_get_props(dev, props)
+    reg = lib.ggml_backend_dev_backend_reg(dev)
+    return Device(
+        index=index,
+        name=_str(props.name),
+        description=_str(props.description),
+        type=_DEVICE_TYPES.get(int(props.type), str(int(props.type))),
+        backend=_str(lib.ggml_backend_reg_name(reg)) if reg != ffi.NULL else "",
+        memory_free=int(props.memory_free),
+        memory_total=int(props.memory_total),
+        device_id=_str(props.device_id) or None,
+    )
+
+
+def devices() -> list[Device]:
+    """All devices ggml found, in llama.cpp's order."""
+    ensure_initialised()
+    return [_device(i, lib.ggml_backend_dev_get(i)) for i in range(lib.ggml_backend_dev_count())]
+
+
+def find_device(name: str) -> Any:
+    """The ``ggml_backend_dev_t`` called ``name`` (case-insensitive), or raise."""
+    ensure_initialised()
+    dev = lib.ggml_backend_dev_by_name(name.encode())
+    if dev == ffi.NULL:
+        known = ", ".join(d.name for d in devices())
+        raise LlamaError(f"no device named {name!r}; available devices: {known}")
+    return dev
+
+
+def _backend_features(reg: Any) -> dict[str, str]:
+    fn = lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
+    if fn == ffi.NULL:
+        return {}
+    get = ffi.cast("ggml_backend_get_features_t", fn)
+    feats = get(reg)
+    out: dict[str, str] = {}
+    i = 0
+    while feats != ffi.NULL and feats[i].name != ffi.NULL:
+        out[_str(feats[i].name)] = _str(feats[i].value)
+        i += 1
+    return out
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered ggml backend and the features it reports (CPU: AVX2, ...)."""
+
+    name: str
+    n_devices: int
+    features: dict[str, str] = field(default_factory=dict)
+
+
+def backends() -> list[Backend]:
+    ensure_initialised()
+    out = []
+    for i in range(lib.ggml_backend_reg_count()):
+        reg = lib.ggml_backend_reg_get(i)
+        out.append(Backend(_str(lib.ggml_backend_reg_name(reg)),
+                           int(lib.ggml_backend_reg_dev_count(reg)), _backend_features(reg)))
+    return out
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """What this installation of llama_cffi was built from and can use.
+
+    version: llama_cffi's version.
+    llama_commit: the llama.cpp commit it was compiled from.
+    ggml_version: ggml's version string.
+    compiled_backends: backends the build was asked for (``GGML_CUDA=ON`` -> ``CUDA``).
+    backends: backends registered at run time, with their features.
+    devices: devices found at run time.
+    build_options: GGML_*/LLAMA_* options that were ON in the build.
+    llama_system_info: llama.cpp's own one-line summary (``llama_print_system_info``).
+    """
+
+    version: str
+    llama_commit: str
+    ggml_version: str
+    compiled_backends: tuple[str, ...]
+    backends: list[Backend]
+    devices: list[Device]
+    build_options: tuple[str, ...]
+    supports_mmap: bool
+    supports_mlock: bool
+    supports_gpu_offload: bool
+    supports_rpc: bool
+    llama_system_info: str
+
+    @property
+    def cpu_features(self) -> dict[str, str]:
+        for b in self.backends:
+            if b.name == "CPU":
+                return b.features
+        return {}
+
+    def __str__(self) -> str:
+        lines = [
+            f"llama_cffi {self.version}",
+            f"llama.cpp commit {self.llama_commit} (ggml {self.ggml_version})",
+            f"compiled backends: {', '.join(self.compiled_backends)}",
+            "registered backends: " + ", ".join(
+                f"{b.name} ({b.n_devices} device{'s' if b.n_devices != 1 else ''})"
+                for b in self.backends),
+            "devices:",
+        ]
+        for d in self.devices:
+            mem = f"{d.memory_free / 2**20:.0f}/{d.memory_total / 2**20:.0f} MiB free"
+            lines.append(f"  {d.name} [{d.type}] {d.description} ({mem})")
+        lines.append(f"build options: {', '.join(self.build_options)}")
+        lines.append(f"system: {self.llama_system_info}")
+        return "\n".join(lines)
+
+
+def system_info() -> SystemInfo:
+    """Report the llama.cpp commit, compiled backends, CPU features and devices."""
+    ensure_initialised()
+    return SystemInfo(
+        version=BUILD_VERSION,
+        llama_commit=LLAMA_COMMIT,
+        ggml_version=_str(lib.ggml_version()),
+        compiled_backends=BUILD_BACKENDS,
+        backends=backends(),
+        devices=devices(),
+        build_options=BUILD_OPTIONS,
+        supports_mmap=bool(lib.llama_supports_mmap()),
+        supports_mlock=bool(lib.llama_supports_mlock()),
+        supports_gpu_offload=bool(lib.llama_supports_gpu_offload()),
+        supports_rpc=bool(lib.llama_supports_rpc()),
+        llama_system_info=_str(lib.llama_print_system_info()).strip(),
+    )
