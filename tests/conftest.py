@@ -1,0 +1,76 @@
+"""Shared fixtures: registry models (fetched once into the cache) and
+llama.cpp's own tools built from the same source (-DLLAMA_CFFI_BUILD_TOOLS=ON)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("LLAMA_CFFI_TEST_BLAS") == "1":
+        return
+    skip = pytest.mark.skip(reason="opt-in: set LLAMA_CFFI_TEST_BLAS=1 (rebuilds with GGML_BLAS=ON)")
+    for item in items:
+        if "blas" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    from llama_cffi import models
+
+    return models.fetch("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    from llama_cffi import models
+
+    return models.fetch("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def model_paths(smollm2_path: Path, gemma3_path: Path) -> dict[str, Path]:
+    return {"smollm2-135m": smollm2_path, "gemma3-270m": gemma3_path}
+
+
+def find_tools_dir() -> Path | None:
+    env = os.environ.get("LLAMA_CFFI_TOOLS_DIR")
+    if env:
+        return Path(env)
+    for candidate in sorted((ROOT / "build").glob("*/bin")):
+        if (candidate / "llama-simple").exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def tools_dir() -> Path:
+    found = find_tools_dir()
+    if found is None:
+        pytest.fail(
+            "llama.cpp's tools were not found: install with "
+            "`pip install '.[test]' -C cmake.define.LLAMA_CFFI_BUILD_TOOLS=ON` "
+            "or set LLAMA_CFFI_TOOLS_DIR to a folder holding llama-simple")
+    return found
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path: Path):
+    import llama_cffi as lc
+
+    with lc.Model(smollm2_path) as model:
+        yield model
+
+
+def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (for things that could crash one)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)

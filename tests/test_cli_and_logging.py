@@ -1,0 +1,97 @@
+"""The llama-cffi command, load progress/cancel, and llama.cpp's log in logging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llama_cffi as lc
+
+
+def greedy_text(model: lc.Model, prompt: str, n: int) -> str:
+    with model.context(n_ctx=256) as ctx, lc.SamplerChain([lc.sampling.greedy()]) as chain:
+        toks = model.vocab.tokenize(prompt, add_special=True, parse_special=True)
+        stream = lc.TextStream(model.vocab)
+        text = "".join(stream.add(t) for t in lc.Generation(ctx, chain, toks, max_tokens=n))
+        return text + stream.flush()
+
+
+def test_cli_run_streams_the_greedy_continuation(smollm2: lc.Model) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "llama_cffi", "run", "Once upon a time", "-n", "24",
+         "--temp", "0", "-m", "smollm2-135m", "-c", "256"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == greedy_text(smollm2, "Once upon a time", 24) + "\n"
+    assert proc.stderr == ""  # quiet when not on a terminal
+
+
+def test_cli_reports_bad_model_cleanly(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 10)
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "run", "hi", "-m", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "llama-cffi: error: failed to load model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_system_info() -> None:
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "system-info"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "0c1e57098" in proc.stdout and "RPC" in proc.stdout
+
+
+def test_progress_callback_and_cancel(smollm2_path: Path) -> None:
+    seen: list[float] = []
+    with lc.Model(smollm2_path, progress=seen.append):
+        pass
+    assert seen and seen[-1] == pytest.approx(1.0)
+
+    with pytest.raises(lc.LoadCancelledError, match="cancelled"):
+        lc.Model(smollm2_path, progress=lambda p: p < 0.3)
+
+    def boom(p: float) -> bool:
+        raise KeyError("user code failed")
+
+    with pytest.raises(lc.LoadCancelledError) as info:
+        lc.Model(smollm2_path, progress=boom)
+    assert isinstance(info.value.__cause__, KeyError)
+    # the process still loads models
+    with lc.Model(smollm2_path) as m:
+        assert m.n_params > 100_000_000
+
+
+def test_log_goes_to_logging(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="llama_cffi"):
+        with lc.Model(smollm2_path):
+            pass
+    messages = [r.getMessage() for r in caplog.records if r.name == "llama_cffi"]
+    assert any("llama_model_loader" in m or "print_info" in m for m in messages)
+    assert all("\n" not in m for m in messages)
+
+
+def test_quiet_by_default_and_env_switch(smollm2_path: Path) -> None:
+    code = f"import llama_cffi as lc; lc.Model({str(smollm2_path)!r}).close()"
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    env = dict(os.environ, LLAMA_CFFI_LOG="info")
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert loud.returncode == 0 and "llama_cffi INFO" in loud.stderr
+
+
+def test_text_stream_never_splits_utf8(smollm2: lc.Model) -> None:
+    vocab = smollm2.vocab
+    text = "naïve café — 日本語 🙂"
+    tokens = vocab.tokenize(text, add_special=False)
+    stream = lc.TextStream(vocab)
+    pieces = [stream.add(t) for t in tokens] + [stream.flush()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+    assert vocab.detokenize(tokens) == text

@@ -1,0 +1,60 @@
+"""Greedy generation equals llama.cpp's own llama-simple, token for token."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import llama_cffi as lc
+
+N_PREDICT = 64
+PROMPTS = {
+    "smollm2-135m": "Once upon a time, in a small village by the sea,",
+    "gemma3-270m": "The three most important inventions of the twentieth century are",
+}
+
+
+def llama_simple(tools: Path, model: Path, prompt: str, n_predict: int) -> bytes:
+    proc = subprocess.run(
+        [str(tools / "llama-simple"), "-m", str(model), "-n", str(n_predict), prompt],
+        capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    return proc.stdout
+
+
+def ours(model_path: Path, prompt: str, n_predict: int) -> tuple[list[int], list[int], bytes]:
+    """The same computation as llama-simple, through llama_cffi."""
+    with lc.Model(model_path) as model:
+        vocab = model.vocab
+        prompt_tokens = vocab.tokenize(prompt, add_special=True, parse_special=True)
+        n_prompt = len(prompt_tokens)
+        # llama-simple's context: n_ctx = n_prompt + n_predict - 1, n_batch = n_prompt,
+        # llama.cpp's default thread count.
+        with model.context(n_ctx=n_prompt + n_predict - 1, n_batch=n_prompt,
+                           n_threads=4, n_threads_batch=4) as ctx, \
+                lc.SamplerChain([lc.sampling.greedy()]) as chain:
+            gen = lc.Generation(ctx, chain, prompt_tokens, max_tokens=n_predict)
+            generated = list(gen)
+        text = b"".join(vocab.token_to_piece(t, special=True) for t in prompt_tokens + generated)
+        return prompt_tokens, generated, text + b"\n"
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("name", list(PROMPTS))
+def test_greedy_matches_llama_simple(name: str, model_paths: dict[str, Path],
+                                     tools_dir: Path) -> None:
+    path = model_paths[name]
+    prompt = PROMPTS[name]
+    _, generated, text = ours(path, prompt, N_PREDICT)
+    reference = llama_simple(tools_dir, path, prompt, N_PREDICT)
+    assert len(generated) == N_PREDICT, "model stopped early; pick a prompt that runs 64 tokens"
+    assert text == reference
+
+
+def test_greedy_is_deterministic(smollm2_path: Path) -> None:
+    a = ours(smollm2_path, "The capital of France is", 16)
+    b = ours(smollm2_path, "The capital of France is", 16)
+    assert a[1] == b[1]
+    assert len(a[1]) > 0
