@@ -59,12 +59,17 @@ def test_ggml_blas_flag_takes_effect(tmp_path: Path, smollm2_path: Path) -> None
 
 
 def test_missing_backend_fails_the_build(tmp_path: Path) -> None:
-    """Asking for a backend whose toolkit is absent stops the build loudly."""
+    """Asking for a backend whose toolkit is absent stops the build loudly.
+
+    At the pinned commit llama.cpp's own CMake already refuses a missing Vulkan
+    SDK; our CMakeLists adds a second check (every GGML_<X>=ON must have
+    produced its ggml-<x> target) for llama.cpp checkouts that only warn.
+    """
     proc = subprocess.run(
         ["cmake", "-S", str(ROOT), "-B", str(tmp_path / "b"), "-G", "Ninja",
          "-DGGML_VULKAN=ON", f"-DPython_EXECUTABLE={sys.executable}"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "GGML_VULKAN=ON was requested" in out
-    assert "Refusing to produce a build without the backend you asked for" in out
+    assert "Vulkan" in out and "CMake Error" in out
+    assert not (tmp_path / "b" / "build.ninja").exists()  # nothing to build from

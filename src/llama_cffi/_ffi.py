@@ -56,9 +56,9 @@ def ensure_initialised() -> None:
         from . import _log
 
         _log.install()
-        # With GGML_BACKEND_DL the backends are separate modules next to the
-        # libraries; without it this finds nothing more and costs nothing.
-        lib.ggml_backend_load_all_from_path(os.path.dirname(__file__).encode())
+        if "GGML_BACKEND_DL" in BUILD_OPTIONS:
+            # Backends are separate modules installed next to the libraries.
+            lib.ggml_backend_load_all_from_path(os.path.dirname(__file__).encode())
         lib.llama_backend_init()
         atexit.register(_log.uninstall)
         _initialised = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,7 +152,17 @@ class Model(Handle):
             raise ModelLoadError(f"failed to load model from {self.path}", log=detail)
         self._own(ptr, _free_model)
         self.vocab_only = bool(vocab_only)
-        self.vocab = Vocab(self)
+        self._vocab_ref: weakref.ref[Vocab] | None = None
+
+    @property
+    def vocab(self) -> Vocab:
+        """The model's vocabulary (it keeps the model alive, not the reverse)."""
+        vocab = self._vocab_ref() if self._vocab_ref is not None else None
+        if vocab is None:
+            self.ptr  # raise ClosedError if closed
+            vocab = Vocab(self)
+            self._vocab_ref = weakref.ref(vocab)
+        return vocab
 
     @staticmethod
     def _resolve(path: str | os.PathLike[str]) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ class Vocab:
 
     def __init__(self, model: Model) -> None:
         self._model = model
-        self._piece_buf = ffi.new("char[]", 256)
+        self._local = threading.local()  # per-thread scratch buffer for pieces
         self._n_tokens: int = lib.llama_vocab_n_tokens(self._vocab_ptr())
 
     def _vocab_ptr(self) -> Any:
@@ -82,10 +83,12 @@ class Vocab:
         """
         t = self.check_token(token)
         vocab = self.ptr
-        buf = self._piece_buf
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = ffi.new("char[]", 256)
         n = lib.llama_token_to_piece(vocab, t, buf, len(buf), lstrip, special)
         if n < 0:
-            self._piece_buf = buf = ffi.new("char[]", -n)
+            buf = self._local.buf = ffi.new("char[]", -n)
             n = lib.llama_token_to_piece(vocab, t, buf, len(buf), lstrip, special)
         return ffi.unpack(buf, n)
 
