@@ -7,21 +7,31 @@ Objects (each owns one C pointer; ``close()`` or ``with`` frees it):
 * :class:`Context` - KV cache and compute buffers (``n_ctx``, ``n_batch``,
   threads, flash attention, KV cache types, ...)
 * :class:`Batch` - tokens to decode
+* :class:`LoraAdapter` - LoRA adapters, applied per context with a scale
 * :class:`SamplerChain` and the samplers in :mod:`llama_cffi.sampling`
 * :class:`Generation` and :class:`TextStream` - the generation loop
 
-Facts: :func:`system_info`, :func:`devices`. Models from the package index:
+Facts: :func:`system_info`, :func:`devices`; remote devices: :mod:`llama_cffi.rpc`. Models from the package index:
 :mod:`llama_cffi.models`. llama.cpp's log goes to the ``llama_cffi`` logger
 (quiet by default; ``LLAMA_CFFI_LOG=info`` shows it).
 """
 
 from __future__ import annotations
 
-from . import models, sampling
+from . import models, rpc, sampling
 from ._version import __version__
 from .batch import Batch
 from .context import Context
-from .enums import FlashAttn, GGMLType, LoadMode, PoolingType, RopeType, SplitMode
+from .enums import (
+    FlashAttn,
+    GGMLType,
+    LoadMode,
+    PoolingType,
+    RopeScaling,
+    RopeType,
+    SplitMode,
+    TokenAttr,
+)
 from .errors import (
     ClosedError,
     ContextError,
@@ -38,6 +48,7 @@ from .errors import (
     TokenError,
 )
 from .generation import Generation, TextStream
+from .lora import LoraAdapter
 from .model import Model
 from .sampling import Sampler, SamplerChain
 from .system import Backend, Device, SystemInfo, devices, system_info
@@ -45,11 +56,12 @@ from .vocab import Vocab
 
 __all__ = [
     "__version__",
-    "Backend", "Batch", "Context", "Device", "Generation", "Model", "Sampler",
+    "Backend", "Batch", "Context", "Device", "Generation", "LoraAdapter", "Model", "Sampler",
     "SamplerChain", "SystemInfo", "TextStream", "Vocab",
-    "FlashAttn", "GGMLType", "LoadMode", "PoolingType", "RopeType", "SplitMode",
+    "FlashAttn", "GGMLType", "LoadMode", "PoolingType", "RopeScaling", "RopeType", "SplitMode",
+    "TokenAttr",
     "ClosedError", "ContextError", "ContextFullError", "DecodeAbortedError", "DecodeError",
     "InvalidBatchError", "LlamaError", "LoadCancelledError", "ModelFetchError",
     "ModelLoadError", "ModelNotFoundError", "NoKvSlotError", "TokenError",
-    "devices", "models", "sampling", "system_info",
+    "devices", "models", "rpc", "sampling", "system_info",
 ]

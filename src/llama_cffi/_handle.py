@@ -6,8 +6,10 @@ Every llama_cffi object that owns a C pointer derives from :class:`Handle`:
   the ``with`` statement, or (as a fallback when the user forgot) a
   :func:`weakref.finalize` that runs when the object is collected;
 * a child keeps a strong reference to its parent (a Context holds its Model),
-  so a parent is never freed while a child still needs it; parents do not
-  keep children alive;
+  so a parent is never freed while a child still needs it; a parent tracks
+  its children only weakly and closes them first when it is closed
+  explicitly, so ``model.close()`` never leaves a context pointing at freed
+  memory;
 * using an object after ``close()`` raises :class:`~llama_cffi.errors.ClosedError`
   instead of touching freed memory.
 """
@@ -29,6 +31,7 @@ class Handle:
 
     _ptr: Any = ffi.NULL
     _finalizer: weakref.finalize | None = None
+    _children: weakref.WeakSet[Handle] | None = None
 
     def _own(self, ptr: Any, free: Callable[..., Any], *free_args: Any) -> None:
         """Take ownership of ``ptr``; ``free(ptr, *free_args)`` releases it."""
@@ -36,6 +39,12 @@ class Handle:
         # The finalizer must not reference self, only what freeing needs.
         self._finalizer = weakref.finalize(self, free, ptr, *free_args)
         self._finalizer.atexit = False  # C libraries may already be torn down
+
+    def _adopt(self, child: Handle) -> None:
+        """Register ``child`` to be closed before this object is freed."""
+        if self._children is None:
+            self._children = weakref.WeakSet()
+        self._children.add(child)
 
     @property
     def ptr(self) -> Any:
@@ -50,7 +59,11 @@ class Handle:
         return self._ptr == ffi.NULL
 
     def close(self) -> None:
-        """Free the C object now. Idempotent."""
+        """Free the C object now (closing its children first). Idempotent."""
+        children = self._children
+        if children:
+            for child in list(children):
+                child.close()
         self._ptr = ffi.NULL
         finalizer = self._finalizer
         if finalizer is not None:

@@ -16,11 +16,14 @@ llama.cpp (and ggml) report through one global callback. We install a cffi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sys
 import threading
 from collections import deque
+from collections.abc import Iterator
 
 from ._ffi import ffi, lib
 
@@ -43,6 +46,7 @@ class _ThreadState(threading.local):
         self.level: int = logging.INFO
         self.serial = 0  # lines emitted on this thread so far
         self.recent: deque[tuple[int, str]] = deque(maxlen=32)  # (serial, warning/error line)
+        self.collectors: list[list[tuple[int, str]]] = []
 
 
 _state = _ThreadState()
@@ -52,6 +56,8 @@ def _emit(level: int, line: str) -> None:
     _state.serial += 1
     if level >= logging.WARNING and line.strip():
         _state.recent.append((_state.serial, line.strip()))
+    for collector in _state.collectors:
+        collector.append((level, line))
     if logger.isEnabledFor(level):
         logger.log(level, "%s", line)
 
@@ -91,6 +97,37 @@ def problems_since(position: int, limit: int = 6) -> str:
         _state.pending.clear()
     picked = [text for serial, text in _state.recent if serial > position]
     return "\n".join(picked[-limit:])
+
+
+@contextlib.contextmanager
+def collect() -> Iterator[list[tuple[int, str]]]:
+    """Every (level, line) llama.cpp logs on this thread meanwhile (for reports
+    such as buffer sizes that llama.cpp only gives in its log)."""
+    lines: list[tuple[int, str]] = []
+    _state.collectors.append(lines)
+    try:
+        yield lines
+    finally:
+        if _state.pending:
+            _emit(_state.level, "".join(_state.pending))
+            _state.pending.clear()
+        _state.collectors.remove(lines)
+
+
+_BUFFER_LINE = re.compile(
+    r"^\s*(?P<who>[\w.:-]+):\s+(?P<buft>\S.*?)\s+(?P<kind>model|KV|output|compute|RS)"
+    r" buffer size =\s+(?P<mib>[0-9.]+) MiB")
+
+
+def buffer_sizes(lines: list[tuple[int, str]], kind: str) -> dict[str, int]:
+    """Bytes per buffer type from llama.cpp's "<buft> <kind> buffer size = N MiB" lines."""
+    out: dict[str, int] = {}
+    for _, text in lines:
+        m = _BUFFER_LINE.match(text)
+        if m and m.group("kind") == kind:
+            name = m.group("buft").strip()
+            out[name] = out.get(name, 0) + int(float(m.group("mib")) * 2**20)
+    return out
 
 
 def _configure_from_env() -> None:

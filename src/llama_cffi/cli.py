@@ -57,6 +57,19 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="proportions per device, e.g. 3,1")
     g.add_argument("-dev", "--device", default=None,
                    help="comma-separated devices to offload to (see system-info)")
+    g.add_argument("-ot", "--override-tensor", action="append", default=[],
+                   metavar="PATTERN=BUFFER_TYPE", help="keep tensors matching PATTERN in "
+                   "BUFFER_TYPE (e.g. '\\.ffn_.*_exps\\.=CPU'); repeatable, comma-separated")
+    g.add_argument("-cmoe", "--cpu-moe", action="store_true",
+                   help="keep all MoE expert weights in host memory")
+    g.add_argument("-ncmoe", "--n-cpu-moe", type=int, default=0, metavar="N",
+                   help="keep the MoE expert weights of the first N layers in host memory")
+    g.add_argument("-ncffn", "--n-cpu-ffn", type=int, default=0, metavar="N",
+                   help="keep the dense FFN weights of the first N layers in host memory")
+    g.add_argument("--rpc", default=None, metavar="SERVERS",
+                   help="comma-separated host:port of RPC servers to use as devices")
+    g.add_argument("--override-kv", action="append", default=[], metavar="KEY=TYPE:VALUE",
+                   help="override model metadata (TYPE: int, float, bool, str)")
     g.add_argument("--no-mmap", action="store_true", help="do not memory-map the model")
     g.add_argument("--mlock", action="store_true", help="keep the model in RAM")
 
@@ -74,6 +87,14 @@ def _add_context_flags(p: argparse.ArgumentParser) -> None:
                    help="Flash Attention")
     g.add_argument("-ctk", "--cache-type-k", default=None, help="KV cache type for K (f16, q8_0, ...)")
     g.add_argument("-ctv", "--cache-type-v", default=None, help="KV cache type for V")
+    g.add_argument("--rope-scaling", choices=["none", "linear", "yarn", "longrope"], default=None,
+                   help="RoPE frequency scaling")
+    g.add_argument("--rope-freq-base", type=float, default=None, help="RoPE base frequency")
+    g.add_argument("--rope-freq-scale", type=float, default=None, help="RoPE frequency scale")
+    g.add_argument("--swa-full", action="store_true", default=None,
+                   help="full-size KV cache for sliding-window attention")
+    g.add_argument("-nkvo", "--no-kv-offload", action="store_true",
+                   help="keep the KV cache in host memory")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -98,10 +119,47 @@ def _model_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         kw["tensor_split"] = [float(x) for x in a.tensor_split.replace("/", ",").split(",")]
     if a.device:
         kw["devices"] = [d.strip() for d in a.device.split(",") if d.strip()]
+    overrides: list[tuple[str, str]] = []
+    for spec in a.override_tensor:
+        for item in spec.split(","):
+            pattern, sep, target = item.rpartition("=")
+            if not sep or not pattern:
+                raise SystemExit(f"llama-cffi: error: -ot expects PATTERN=BUFFER_TYPE, got {item!r}")
+            overrides.append((pattern, target))
+    if overrides:
+        kw["tensor_overrides"] = overrides
+    if a.cpu_moe:
+        kw["cpu_moe"] = True
+    if a.n_cpu_moe:
+        kw["n_cpu_moe"] = a.n_cpu_moe
+    if a.n_cpu_ffn:
+        kw["n_cpu_ffn"] = a.n_cpu_ffn
+    if a.override_kv:
+        kw["kv_overrides"] = dict(_parse_override_kv(x) for x in a.override_kv)
     if a.no_mmap or a.mlock:
         kw["use_mmap"] = not a.no_mmap
         kw["use_mlock"] = a.mlock
     return kw
+
+
+def _parse_override_kv(spec: str) -> tuple[str, Any]:
+    key, sep, rest = spec.partition("=")
+    kind, sep2, value = rest.partition(":")
+    if not sep or not sep2:
+        raise SystemExit(f"llama-cffi: error: --override-kv expects KEY=TYPE:VALUE, got {spec!r}")
+    conv = {"int": int, "float": float, "str": str,
+            "bool": lambda v: v.lower() in ("1", "true", "yes", "on")}
+    if kind not in conv:
+        raise SystemExit(f"llama-cffi: error: --override-kv type must be int, float, bool or str")
+    return key, conv[kind](value)
+
+
+def _add_rpc_servers(a: argparse.Namespace) -> None:
+    if getattr(a, "rpc", None):
+        from . import rpc
+
+        for endpoint in a.rpc.split(","):
+            rpc.add_server(endpoint.strip())
 
 
 def _context_kwargs(a: argparse.Namespace) -> dict[str, Any]:
@@ -109,9 +167,13 @@ def _context_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     for key, value in (("n_batch", a.batch_size), ("n_ubatch", a.ubatch_size),
                        ("n_threads", a.threads), ("n_threads_batch", a.threads_batch),
                        ("flash_attn", a.flash_attn), ("type_k", a.cache_type_k),
-                       ("type_v", a.cache_type_v)):
+                       ("type_v", a.cache_type_v), ("rope_scaling", a.rope_scaling),
+                       ("rope_freq_base", a.rope_freq_base),
+                       ("rope_freq_scale", a.rope_freq_scale), ("swa_full", a.swa_full)):
         if value is not None:
             kw[key] = value
+    if a.no_kv_offload:
+        kw["offload_kqv"] = False
     return kw
 
 
@@ -119,6 +181,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .generation import Generation, TextStream
     from .model import Model
 
+    _add_rpc_servers(a)
     path = models.resolve(a.model, progress=_status)
     prompt = a.prompt if a.prompt is not None else sys.stdin.read()
     with Model(path, progress=_progress_printer("loading model"), **_model_kwargs(a)) as model:
@@ -169,6 +232,15 @@ def cmd_system_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rpc_server(a: argparse.Namespace) -> int:
+    from . import rpc
+
+    devices = [d.strip() for d in a.device.split(",")] if a.device else None
+    print(f"llama-cffi: serving ggml RPC on {a.host}:{a.port}", file=sys.stderr, flush=True)
+    rpc.serve(a.host, a.port, devices=devices, n_threads=a.threads, cache_dir=a.cache)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llama-cffi",
@@ -193,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="registry models and whether they are cached")
     lst.set_defaults(func=cmd_list)
+
+    rpcp = sub.add_parser("rpc-server", help="serve this machine's devices over ggml RPC",
+                          description="Serve local devices to other processes/machines "
+                                      "(as llama.cpp's ggml-rpc-server). Unauthenticated: "
+                                      "bind to 127.0.0.1 or a trusted network only.")
+    rpcp.add_argument("-H", "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    rpcp.add_argument("-p", "--port", type=int, default=50052, help="port (default 50052)")
+    rpcp.add_argument("-d", "--device", default=None, help="comma-separated devices to serve")
+    rpcp.add_argument("-t", "--threads", type=int, default=None, help="threads for the CPU device")
+    rpcp.add_argument("-c", "--cache", default=None, help="directory to cache received tensors")
+    rpcp.set_defaults(func=cmd_rpc_server)
 
     info = sub.add_parser("system-info", help="llama.cpp commit, backends, devices")
     info.set_defaults(func=cmd_system_info)

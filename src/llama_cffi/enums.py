@@ -7,7 +7,7 @@ command-line flags use (``split_mode="layer"``, ``type_k="q8_0"``,
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import TypeVar, Union
 
 from ._ffi import lib
@@ -62,7 +62,7 @@ class RopeType(IntEnum):
 
 
 class GGMLType(IntEnum):
-    """ggml tensor types; those accepted for the KV cache by ``-ctk/-ctv`` are in KV_CACHE_TYPES."""
+    """ggml tensor types accepted for the KV cache by ``-ctk/-ctv``."""
 
     F32 = lib.GGML_TYPE_F32
     F16 = lib.GGML_TYPE_F16
@@ -75,7 +75,6 @@ class GGMLType(IntEnum):
     Q5_1 = lib.GGML_TYPE_Q5_1
 
 
-KV_CACHE_TYPES = tuple(GGMLType)
 
 _E = TypeVar("_E", bound=IntEnum)
 EnumLike = Union[str, int, IntEnum]
@@ -108,3 +107,29 @@ def parse_enum(enum: type[_E], value: EnumLike, what: str) -> _E:
             pass
     choices = ", ".join(m.name.lower() for m in enum)
     raise ValueError(f"invalid {what} {value!r}: expected one of {choices}")
+
+
+class RopeScaling(IntEnum):
+    """RoPE frequency scaling (``--rope-scaling``)."""
+
+    UNSPECIFIED = lib.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED
+    NONE = lib.LLAMA_ROPE_SCALING_TYPE_NONE
+    LINEAR = lib.LLAMA_ROPE_SCALING_TYPE_LINEAR
+    YARN = lib.LLAMA_ROPE_SCALING_TYPE_YARN
+    LONGROPE = lib.LLAMA_ROPE_SCALING_TYPE_LONGROPE
+
+
+class TokenAttr(IntFlag):
+    """Attributes of a vocabulary token (``llama_token_attr``)."""
+
+    UNDEFINED = lib.LLAMA_TOKEN_ATTR_UNDEFINED
+    UNKNOWN = lib.LLAMA_TOKEN_ATTR_UNKNOWN
+    UNUSED = lib.LLAMA_TOKEN_ATTR_UNUSED
+    NORMAL = lib.LLAMA_TOKEN_ATTR_NORMAL
+    CONTROL = lib.LLAMA_TOKEN_ATTR_CONTROL
+    USER_DEFINED = lib.LLAMA_TOKEN_ATTR_USER_DEFINED
+    BYTE = lib.LLAMA_TOKEN_ATTR_BYTE
+    NORMALIZED = lib.LLAMA_TOKEN_ATTR_NORMALIZED
+    LSTRIP = lib.LLAMA_TOKEN_ATTR_LSTRIP
+    RSTRIP = lib.LLAMA_TOKEN_ATTR_RSTRIP
+    SINGLE_WORD = lib.LLAMA_TOKEN_ATTR_SINGLE_WORD

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _log
+from . import _log, placement
 from ._callbacks import CallbackState
 from ._ffi import ensure_initialised, ffi, lib
 from ._handle import Handle
@@ -62,6 +62,16 @@ class Model(Handle):
     tensor_split: proportion of the model per device, e.g. ``[3, 1]`` [``-ts``].
     devices: names of the devices to offload to (see :func:`llama_cffi.devices`),
         default all [``-dev``].
+    tensor_overrides: ``{regex: buffer type}`` (or a list of pairs), e.g.
+        ``{r"\.ffn_(up|down)_exps\.": "CPU"}``; the first matching pattern
+        decides where a weight tensor goes [``-ot``].
+    cpu_moe: keep all MoE expert weights in host memory [``--cpu-moe``].
+    n_cpu_moe: keep the expert weights of the first N layers in host memory
+        [``--n-cpu-moe``].
+    n_cpu_ffn: keep the dense FFN weights of the first N layers in host memory
+        [``--n-cpu-ffn``].
+    kv_overrides: metadata values to override, ``{"key": int|float|bool|str}``
+        [``--override-kv``].
     load_mode: ``"auto"``, ``"none"``, ``"mmap"``, ``"mlock"``,
         ``"mmap+mlock"`` or ``"dio"`` (direct I/O) [``--mmap``, ``--mlock``,
         ``--direct-io``]. ``use_mmap``/``use_mlock`` are accepted as aliases.
@@ -81,6 +91,11 @@ class Model(Handle):
         main_gpu: int | None = None,
         tensor_split: Sequence[float] | None = None,
         devices: Sequence[str] | None = None,
+        tensor_overrides: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        cpu_moe: bool = False,
+        n_cpu_moe: int = 0,
+        n_cpu_ffn: int = 0,
+        kv_overrides: Mapping[str, int | float | bool | str] | None = None,
         load_mode: EnumLike | None = None,
         use_mmap: bool | None = None,
         use_mlock: bool | None = None,
@@ -122,6 +137,12 @@ class Model(Handle):
                 arr[i] = find_device(name)
             keep.append(arr)
             params.devices = arr
+        overrides = placement.override_list(tensor_overrides, cpu_moe, int(n_cpu_moe),
+                                             int(n_cpu_ffn))
+        if overrides:
+            params.tensor_buft_overrides = placement.to_c(overrides, keep)
+        if kv_overrides:
+            params.kv_overrides = placement.kv_overrides_to_c(kv_overrides, keep)
         params.load_mode = self._load_mode(load_mode, use_mmap, use_mlock, params.load_mode)
         params.vocab_only = bool(vocab_only)
         params.check_tensors = bool(check_tensors)
@@ -137,7 +158,8 @@ class Model(Handle):
             params.progress_callback_user_data = state.handle
 
         mark = _log.mark()
-        ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        with _log.collect() as lines:
+            ptr = lib.llama_model_load_from_file(os.fsencode(self.path), params)
         if state is not None:
             err = state.error
             if ptr == ffi.NULL and err is not None:
@@ -151,6 +173,10 @@ class Model(Handle):
                     f"loading {self.path} was cancelled by the progress callback")
             raise ModelLoadError(f"failed to load model from {self.path}", log=detail)
         self._own(ptr, _free_model)
+        self._keep = keep  # override strings/arrays: alive as long as the model
+        self.buffers: dict[str, int] = _log.buffer_sizes(lines, "model")
+        """Bytes of weights per buffer type (``CPU_Mapped``, ``CUDA0``,
+        ``RPC0[host:port]`` ...), as llama.cpp reported them while loading."""
         self.vocab_only = bool(vocab_only)
         self._vocab_ref: weakref.ref[Vocab] | None = None
 
@@ -286,6 +312,16 @@ class Model(Handle):
         """The chat template stored in the GGUF (``name`` picks a named one)."""
         ptr = lib.llama_model_chat_template(self.ptr, name.encode() if name else ffi.NULL)
         return None if ptr == ffi.NULL else ffi.string(ptr).decode("utf-8", "replace")
+
+    @property
+    def n_expert(self) -> int:
+        """Number of experts per MoE layer (0 for dense models)."""
+        value = self.meta(f"{self.architecture}.expert_count")
+        return int(value) if value and value.isdigit() else 0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 0
 
     @property
     def has_encoder(self) -> bool:

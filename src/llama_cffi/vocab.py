@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._ffi import ffi, lib
+from .enums import TokenAttr
 from .errors import TokenError
 
 if TYPE_CHECKING:
@@ -136,6 +137,60 @@ class Vocab:
     def nl(self) -> int | None:
         """Newline token, or None."""
         return self._special(lib.llama_vocab_nl)
+
+    @property
+    def sep(self) -> int | None:
+        return self._special(lib.llama_vocab_sep)
+
+    @property
+    def pad(self) -> int | None:
+        return self._special(lib.llama_vocab_pad)
+
+    @property
+    def mask(self) -> int | None:
+        return self._special(lib.llama_vocab_mask)
+
+    @property
+    def fim_pre(self) -> int | None:
+        """Fill-in-the-middle prefix token, or None."""
+        return self._special(lib.llama_vocab_fim_pre)
+
+    @property
+    def fim_suf(self) -> int | None:
+        return self._special(lib.llama_vocab_fim_suf)
+
+    @property
+    def fim_mid(self) -> int | None:
+        return self._special(lib.llama_vocab_fim_mid)
+
+    @property
+    def fim_pad(self) -> int | None:
+        return self._special(lib.llama_vocab_fim_pad)
+
+    @property
+    def fim_rep(self) -> int | None:
+        return self._special(lib.llama_vocab_fim_rep)
+
+    @property
+    def fim_sep(self) -> int | None:
+        return self._special(lib.llama_vocab_fim_sep)
+
+    @property
+    def type(self) -> str:
+        """Tokenizer kind: ``spm``, ``bpe``, ``wpm``, ``ugm``, ``rwkv``, ``plamo2`` or ``none``."""
+        names = {int(lib.LLAMA_VOCAB_TYPE_NONE): "none", int(lib.LLAMA_VOCAB_TYPE_SPM): "spm",
+                 int(lib.LLAMA_VOCAB_TYPE_BPE): "bpe", int(lib.LLAMA_VOCAB_TYPE_WPM): "wpm",
+                 int(lib.LLAMA_VOCAB_TYPE_UGM): "ugm", int(lib.LLAMA_VOCAB_TYPE_RWKV): "rwkv",
+                 int(lib.LLAMA_VOCAB_TYPE_PLAMO2): "plamo2"}
+        t = int(lib.llama_vocab_type(self.ptr))
+        return names.get(t, str(t))
+
+    def attr(self, token: int) -> TokenAttr:
+        """The token's attributes (control, user-defined, byte, normalized, ...)."""
+        return TokenAttr(int(lib.llama_vocab_get_attr(self.ptr, self.check_token(token))))
+
+    def score(self, token: int) -> float:
+        return float(lib.llama_vocab_get_score(self.ptr, self.check_token(token)))
 
     @property
     def add_bos(self) -> bool:
