@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # RPC devices stay registered in this process once added, and llama.cpp
+    # would offload every later model to them by default: run those tests last.
+    items.sort(key=lambda item: item.module.__name__.endswith("test_placement"))
     if os.environ.get("LLAMA_CFFI_TEST_BLAS") == "1":
         return
     skip = pytest.mark.skip(reason="opt-in: set LLAMA_CFFI_TEST_BLAS=1 (rebuilds with GGML_BLAS=ON)")

@@ -271,9 +271,9 @@ class Context(Handle):
         self._run(lib.llama_encode, "encode", batch)
 
     def _run(self, fn: Any, what: str, batch: Batch) -> None:
-        if batch.n_tokens == 0:
+        struct = batch.struct  # raises ClosedError for a closed batch
+        if struct.n_tokens == 0:
             raise InvalidBatchError(f"cannot {what} an empty batch", code=-1)
-        struct = batch.struct
         ctx = self._enter()
         try:
             mark = _log.mark()

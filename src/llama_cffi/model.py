@@ -129,14 +129,16 @@ class Model(Handle):
                 arr[i] = float(x)
             keep.append(arr)
             params.tensor_split = arr
-        if devices is not None:
-            from .system import find_device
+        from .system import check_rpc_devices, find_device
 
-            arr = ffi.new("ggml_backend_dev_t[]", len(devices) + 1)
-            for i, name in enumerate(devices):
-                arr[i] = find_device(name)
+        if devices is not None:
+            devs = [find_device(name) for name in devices]
+            arr = ffi.new("ggml_backend_dev_t[]", devs + [ffi.NULL])
             keep.append(arr)
             params.devices = arr
+            check_rpc_devices(devs)
+        else:
+            check_rpc_devices(None)
         overrides = placement.override_list(tensor_overrides, cpu_moe, int(n_cpu_moe),
                                              int(n_cpu_ffn))
         if overrides:

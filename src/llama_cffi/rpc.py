@@ -42,7 +42,11 @@ def add_server(endpoint: str) -> list[Device]:
     """Register the devices of the RPC server at ``endpoint`` (``--rpc host:port``).
 
     Returns the new devices. Adding the same endpoint twice returns the
-    devices registered the first time.
+    devices registered the first time. Devices stay registered for the life
+    of the process; if their server stops, models that would use them raise
+    an error (pass ``devices=[...]`` without them). A server that dies in the
+    middle of a computation makes llama.cpp abort the process: its RPC
+    backend has no way to report that error.
     """
     _require_rpc()
     ensure_initialised()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,50 @@ class Device:
     device_id: str | None = None
 
 
+def _is_rpc(dev: Any) -> bool:
+    reg = lib.ggml_backend_dev_backend_reg(dev)
+    return reg != ffi.NULL and ffi.string(lib.ggml_backend_reg_name(reg)) == b"RPC"
+
+
+def rpc_endpoint_alive(endpoint: str, timeout: float = 2.0) -> bool:
+    host, _, port = endpoint.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def check_rpc_devices(devs: list[Any] | None) -> None:
+    """Refuse to use an RPC device whose server is gone.
+
+    llama.cpp's RPC backend aborts the whole process when a server does not
+    answer; checking that each server still accepts connections first turns
+    the common case (a server that was stopped) into an exception. ``devs``
+    are the devices a model will use, ``None`` for llama.cpp's default (every
+    GPU-type device).
+    """
+    if devs is None:
+        devs = [lib.ggml_backend_dev_get(i) for i in range(lib.ggml_backend_dev_count())]
+        devs = [d for d in devs if lib.ggml_backend_dev_type(d) in
+                (lib.GGML_BACKEND_DEVICE_TYPE_GPU, lib.GGML_BACKEND_DEVICE_TYPE_IGPU)]
+    for dev in devs:
+        if _is_rpc(dev):
+            endpoint = _str(lib.ggml_backend_dev_description(dev))
+            if not rpc_endpoint_alive(endpoint):
+                raise LlamaError(
+                    f"the RPC server of device {_str(lib.ggml_backend_dev_name(dev))} at "
+                    f"{endpoint} does not answer; restart it, or pass devices=[...] without "
+                    "that device (llama.cpp would abort the process)")
+
+
 def _device(index: int, dev: Any) -> Device:
+    if _is_rpc(dev) and not rpc_endpoint_alive(_str(lib.ggml_backend_dev_description(dev))):
+        reg = lib.ggml_backend_dev_backend_reg(dev)
+        return Device(index=index, name=_str(lib.ggml_backend_dev_name(dev)),
+                      description=_str(lib.ggml_backend_dev_description(dev)) + " (unreachable)",
+                      type="gpu", backend=_str(lib.ggml_backend_reg_name(reg)),
+                      memory_free=0, memory_total=0)
     props = ffi.new("struct ggml_backend_dev_props *")
     lib.ggml_backend_dev_get_props(dev, props)
     reg = lib.ggml_backend_dev_backend_reg(dev)

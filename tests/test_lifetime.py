@@ -1,0 +1,151 @@
+"""Lifetimes and misuse: nothing a user does from Python crashes the process.
+
+Each scenario runs in a fresh interpreter, so that a crash would be seen as a
+failed test (a signal exit status) instead of killing the test run.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import llama_cffi as lc
+
+from .conftest import run_python
+from .synthetic import write_lora
+
+PRELUDE = """
+import gc, threading, numpy as np
+import llama_cffi as lc
+m = lc.Model({path!r})
+"""
+
+SCENARIOS = {
+    "model closed under a live context": """
+ctx = m.context(n_ctx=64)
+m.close()
+try:
+    ctx.eval_tokens([1, 2, 3], 0)
+except lc.ClosedError as e:
+    print("OK", e)
+""",
+    "batch larger than its capacity": """
+b = lc.Batch(2)
+b.add(1, 0); b.add(2, 1)
+try:
+    b.add(3, 2)
+except OverflowError as e:
+    print("OK", e)
+""",
+    "positions out of order": """
+ctx = m.context(n_ctx=64)
+ctx.eval_tokens([1, 2, 3], 0)
+b = lc.Batch(2)
+b.add(5, 10, (0,), True)
+try:
+    ctx.decode(b)
+except lc.InvalidBatchError as e:
+    print("OK", e)
+""",
+    "token id out of range in a batch": """
+ctx = m.context(n_ctx=64)
+try:
+    ctx.eval_tokens([10**7], 0)
+except lc.TokenError as e:
+    print("OK", e)
+""",
+    "context too large for memory": """
+try:
+    m.context(n_ctx=2**31 - 1, n_batch=512)
+except (lc.ContextError, ValueError) as e:
+    print("OK", str(e).splitlines()[0])
+""",
+    "two threads on one context": """
+ctx = m.context(n_ctx=512)
+toks = m.vocab.tokenize("word " * 300)
+errors = []
+def work():
+    try:
+        for _ in range(3):
+            ctx.clear(); ctx.eval_tokens(toks, 0)
+    except lc.LlamaError as e:
+        errors.append(e)
+ts = [threading.Thread(target=work) for _ in range(2)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("OK" if any("another thread" in str(e) for e in errors) else "NO-CONFLICT", len(errors))
+""",
+    "garbage collection in any order": """
+ctx = m.context(n_ctx=64)
+chain = lc.SamplerChain([lc.sampling.greedy()])
+v = m.vocab
+del m
+gc.collect()
+ctx.eval_tokens(v.tokenize("hi"), 0)
+print("OK", chain.sample(ctx) >= 0)
+del ctx, chain
+gc.collect()
+print("freed", v.n_tokens > 0)
+""",
+    "decode of a closed batch": """
+ctx = m.context(n_ctx=64)
+b = lc.Batch(4)
+b.close()
+try:
+    ctx.decode(b)
+except lc.ClosedError as e:
+    print("OK", e)
+""",
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_misuse_is_an_exception(name: str, smollm2_path: Path) -> None:
+    code = PRELUDE.format(path=str(smollm2_path)) + textwrap.dedent(SCENARIOS[name])
+    proc = run_python(code, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    out = proc.stdout
+    if name == "two threads on one context":
+        # Either the second thread was refused, or the threads never overlapped.
+        assert out.startswith("OK") or out.startswith("NO-CONFLICT 0"), out
+    else:
+        assert out.startswith("OK"), out
+
+
+def test_lora_hot_swap_and_lifetime(smollm2_path: Path, tmp_path: Path) -> None:
+    lora_path = write_lora(tmp_path / "lora.gguf", 576, range(0, 30, 2), scale=0.5)
+    with lc.Model(smollm2_path) as model:
+        tokens = model.vocab.tokenize("The weather today is")
+
+        def last_logits(ctx: lc.Context) -> "object":
+            ctx.clear()
+            ctx.eval_tokens(tokens, 0)
+            return ctx.logits().copy()
+
+        adapter = lc.LoraAdapter(model, lora_path)
+        assert adapter.metadata["adapter.type"] == "lora"
+        with model.context(n_ctx=128) as ctx:
+            base = last_logits(ctx)
+            ctx.set_loras({adapter: 1.0})
+            with_lora = last_logits(ctx)
+            ctx.set_loras({adapter: 0.0})
+            zero = last_logits(ctx)
+            ctx.set_loras({})
+            removed = last_logits(ctx)
+            ctx.set_loras({adapter: 1.0})
+            adapter.close()  # removes itself from the context first
+            assert ctx.loras == {}
+            after_close = last_logits(ctx)
+        import numpy as np
+
+        assert np.abs(with_lora - base).max() > 1e-2
+        np.testing.assert_allclose(zero, base, atol=1e-4)
+        np.testing.assert_array_equal(removed, base)
+        np.testing.assert_array_equal(after_close, base)
+        with pytest.raises(lc.ModelLoadError):
+            lc.LoraAdapter(model, tmp_path / "missing.gguf")
+        bad = tmp_path / "bad-lora.gguf"
+        write_lora(bad, 100, range(2))  # wrong shapes for this model
+        with pytest.raises(lc.ModelLoadError, match="LoRA"):
+            lc.LoraAdapter(model, bad)
