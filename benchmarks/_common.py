@@ -1,0 +1,66 @@
+"""Shared helpers: the same measurements llama-bench makes, through llama_cffi."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import llama_cffi as lc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tools_dir() -> Path:
+    env = os.environ.get("LLAMA_CFFI_TOOLS_DIR")
+    if env:
+        return Path(env)
+    for candidate in sorted((ROOT / "build").glob("*/bin")):
+        if (candidate / "llama-bench").exists():
+            return candidate
+    sys.exit("llama-bench not found: install with -C cmake.define.LLAMA_CFFI_BUILD_TOOLS=ON "
+             "or set LLAMA_CFFI_TOOLS_DIR")
+
+
+def random_tokens(model: lc.Model, n: int, rng: random.Random) -> list[int]:
+    """llama-bench's input: BOS (if the model adds one) then random token ids."""
+    n_vocab = model.vocab.n_tokens
+    first = model.vocab.bos if model.vocab.add_bos and model.vocab.bos is not None \
+        else rng.randrange(n_vocab)
+    return [first] + [rng.randrange(n_vocab) for _ in range(n - 1)]
+
+
+def pp_seconds(ctx: lc.Context, batch: lc.Batch, tokens: list[int]) -> float:
+    """One prompt-processing run, as llama-bench's test_prompt (cleared memory)."""
+    ctx.clear()
+    t0 = time.perf_counter()
+    step = batch.capacity
+    for i in range(0, len(tokens), step):
+        batch.set_tokens(tokens[i:i + step], i, output_last=True)
+        ctx.decode(batch)
+    return time.perf_counter() - t0
+
+
+def tg_seconds(ctx: lc.Context, batch: lc.Batch, tokens: list[int]) -> float:
+    """One token-generation run, as llama-bench's test_gen: one token per decode."""
+    ctx.clear()
+    t0 = time.perf_counter()
+    for pos, tok in enumerate(tokens):
+        batch.clear()
+        batch.add(tok, pos, (0,), True)
+        ctx.decode(batch)
+    return time.perf_counter() - t0
+
+
+def llama_bench(model_path: Path, *, n_prompt: int, n_gen: int, threads: int,
+                reps: int = 1) -> float:
+    """tokens/s that llama-bench reports for one test (pp or tg)."""
+    cmd = [str(tools_dir() / "llama-bench"), "-m", str(model_path), "-p", str(n_prompt),
+           "-n", str(n_gen), "-t", str(threads), "-r", str(reps), "-o", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    (result,) = json.loads(proc.stdout)
+    return float(result["avg_ts"])

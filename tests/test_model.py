@@ -1,0 +1,88 @@
+"""Model loading options and facts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import llama_cffi as lc
+
+
+def test_model_facts(smollm2: lc.Model) -> None:
+    m = smollm2
+    assert m.architecture == "llama"
+    assert m.n_layer == 30 and m.n_embd == 576 and m.n_head == 9 and m.n_head_kv == 3
+    assert m.n_ctx_train == 8192
+    assert 130e6 < m.n_params < 140e6
+    assert m.size > 80 * 2**20
+    assert not m.is_moe and not m.is_recurrent and not m.is_hybrid and not m.has_encoder
+    assert m.metadata["general.architecture"] == "llama"
+    assert "im_start" in (m.chat_template() or "")
+    assert "Q4_1" in m.description
+    assert m.buffers and sum(m.buffers.values()) >= m.size * 0.9
+
+
+def test_gemma3_sliding_window(gemma3_path: Path) -> None:
+    with lc.Model(gemma3_path) as m:
+        assert m.architecture == "gemma3"
+        assert m.n_swa > 0
+
+
+def test_metadata_overrides(smollm2_path: Path) -> None:
+    with lc.Model(smollm2_path, kv_overrides={"llama.context_length": 1024,
+                                              "general.name": "renamed"}) as m:
+        assert m.n_ctx_train == 1024
+    with pytest.raises(TypeError, match="int, float, bool or str"):
+        lc.Model(smollm2_path, kv_overrides={"general.name": [1, 2]})
+
+
+def test_no_alloc_reads_facts_without_allocating(smollm2_path: Path) -> None:
+    with lc.Model(smollm2_path, no_alloc=True, load_mode="none") as m:
+        assert m.n_params > 100e6 and m.size > 80 * 2**20  # known from the metadata
+        assert sum(m.buffers.values()) == 0  # but no weight memory was allocated
+
+
+def test_load_modes(smollm2_path: Path) -> None:
+    for kw in ({"load_mode": "none"}, {"load_mode": "mmap"}, {"use_mmap": False},
+               {"load_mode": lc.LoadMode.MMAP}):
+        with lc.Model(smollm2_path, **kw) as m:
+            assert m.n_layer == 30
+    with pytest.raises(ValueError, match="load_mode"):
+        lc.Model(smollm2_path, load_mode="sometimes")
+    with pytest.raises(ValueError, match="either load_mode"):
+        lc.Model(smollm2_path, load_mode="mmap", use_mmap=True)
+
+
+def test_control_vector(smollm2: lc.Model) -> None:
+    tokens = smollm2.vocab.tokenize("The weather today is")
+    with smollm2.context(n_ctx=128) as ctx:
+        def logits() -> np.ndarray:
+            ctx.clear()
+            ctx.eval_tokens(tokens, 0)
+            return ctx.logits().copy()
+
+        base = logits()
+        rng = np.random.default_rng(0)
+        vec = rng.standard_normal((smollm2.n_layer, smollm2.n_embd)).astype(np.float32)
+        ctx.set_control_vector(vec, 1, smollm2.n_layer)
+        steered = logits()
+        ctx.set_control_vector(np.zeros_like(vec), 1, smollm2.n_layer)
+        zero = logits()
+        ctx.set_control_vector(None)
+        removed = logits()
+        assert np.abs(steered - base).max() > 0.1
+        np.testing.assert_allclose(zero, base, atol=1e-4)
+        np.testing.assert_array_equal(removed, base)
+        with pytest.raises(ValueError, match="shape"):
+            ctx.set_control_vector(np.zeros((3, 7), dtype=np.float32))
+
+
+def test_embeddings_output(smollm2: lc.Model) -> None:
+    tokens = smollm2.vocab.tokenize("Embed this sentence.")
+    with smollm2.context(n_ctx=128, embeddings=True, pooling="mean") as ctx:
+        assert ctx.pooling == lc.PoolingType.MEAN
+        ctx.eval_tokens(tokens, 0)
+        e = ctx.seq_embeddings(0)
+        assert e.shape == (smollm2.n_embd,) and np.isfinite(e).all() and np.abs(e).sum() > 0
