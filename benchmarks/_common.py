@@ -64,3 +64,37 @@ def llama_bench(model_path: Path, *, n_prompt: int, n_gen: int, threads: int,
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     (result,) = json.loads(proc.stdout)
     return float(result["avg_ts"])
+
+
+
+class TimedDecode:
+    """Counts the seconds spent inside ``llama_decode`` by the object layer.
+
+    ``with TimedDecode() as t: ...`` swaps the ``lib`` that llama_cffi's
+    Context calls for a proxy whose ``llama_decode`` is timed; everything
+    else passes through. ``wall - t.inside`` is then the binding's own cost
+    (an upper bound: the proxy adds a little).
+    """
+
+    def __init__(self) -> None:
+        from llama_cffi import context
+
+        self._module = context
+        self._lib = context.lib
+        self.inside = 0.0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._lib, name)
+
+    def llama_decode(self, ctx: object, batch: object) -> int:
+        t0 = time.perf_counter()
+        rc = self._lib.llama_decode(ctx, batch)
+        self.inside += time.perf_counter() - t0
+        return rc
+
+    def __enter__(self) -> "TimedDecode":
+        self._module.lib = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._module.lib = self._lib

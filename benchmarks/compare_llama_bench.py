@@ -5,8 +5,9 @@ the median ratio per model and test, as a markdown table and as JSON.
 
 Because these 2-core machines are noisy (the same llama-bench run varies by
 3-20 %), it also reports the binding's own cost, which does not depend on how
-fast the machine happens to be: wall time of our loop minus the time
-llama.cpp's own perf counters spent inside decode, per token.
+fast the machine happens to be: the wall time of the object-layer loop minus
+the time spent inside ``llama_decode`` (timed around the C call), per token.
+(llama.cpp's own perf counters do not record decode time at this commit.)
 
     python benchmarks/compare_llama_bench.py [--pairs 5] [--threads 2] [--json out.json]
 """
@@ -20,7 +21,7 @@ import statistics
 
 import llama_cffi as lc
 
-from _common import llama_bench, pp_seconds, random_tokens, tg_seconds
+from _common import TimedDecode, llama_bench, pp_seconds, random_tokens, tg_seconds
 
 TESTS = {"pp512": (512, 0), "tg128": (0, 128)}
 
@@ -43,19 +44,19 @@ def measure(model_name: str, threads: int, pairs: int) -> list[dict[str, object]
                     theirs.append(llama_bench(path, n_prompt=n_prompt, n_gen=n_gen,
                                               threads=threads))
                     tokens = random_tokens(model, n, rng)
-                    ctx.perf_reset()
                     wall = run(ctx, batch, tokens)
-                    perf = ctx.perf()
-                    inside = (perf["t_eval_ms"] + perf["t_p_eval_ms"]) / 1000
                     ours.append(n / wall)
-                    overheads.append((wall - inside) / wall)
+                    with TimedDecode() as timed:
+                        wall = run(ctx, batch, tokens)
+                    overheads.append(((wall - timed.inside) / n * 1e6, (wall - timed.inside) / wall))
                 batch.close()
             ratios = [o / t for o, t in zip(ours, theirs)]
             rows.append({"model": model_name, "test": test, "threads": threads,
                          "llama_cffi_tps": statistics.median(ours),
                          "llama_bench_tps": statistics.median(theirs),
                          "ratio_median": statistics.median(ratios),
-                         "binding_share_median": statistics.median(overheads),
+                         "binding_us_per_token_median": statistics.median(o[0] for o in overheads),
+                         "binding_share_median": statistics.median(o[1] for o in overheads),
                          "ratios": ratios})
     return rows
 
@@ -71,11 +72,12 @@ def main() -> None:
     for name in a.models.split(","):
         rows += measure(name, a.threads, a.pairs)
     print("| model | test | threads | llama_cffi t/s | llama-bench t/s | ratio (median of pairs) "
-          "| time outside llama_decode |")
+          "| binding cost per token (outside llama_decode) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['test']} | {r['threads']} | {r['llama_cffi_tps']:.1f} | "
               f"{r['llama_bench_tps']:.1f} | {r['ratio_median']:.3f} | "
+              f"{r['binding_us_per_token_median']:.2f} µs = "
               f"{100 * r['binding_share_median']:.2f} % |")
     if a.json:
         with open(a.json, "w") as fh:

@@ -86,3 +86,28 @@ def test_embeddings_output(smollm2: lc.Model) -> None:
         ctx.eval_tokens(tokens, 0)
         e = ctx.seq_embeddings(0)
         assert e.shape == (smollm2.n_embd,) and np.isfinite(e).all() and np.abs(e).sum() > 0
+
+
+def test_check_tensors_and_progress(smollm2_path: Path) -> None:
+    seen: list[float] = []
+    with lc.Model(smollm2_path, check_tensors=True, progress=seen.append) as m:
+        assert m.n_layer == 30
+    assert seen[-1] == pytest.approx(1.0)
+
+
+def test_batch_of_embeddings(smollm2: lc.Model) -> None:
+    """A batch can carry input embeddings instead of token ids."""
+    rng = np.random.default_rng(0)
+    with smollm2.context(n_ctx=128) as ctx:
+        batch = lc.Batch(4, embd=smollm2.n_embd)
+        batch.embeddings[:3] = rng.standard_normal((3, smollm2.n_embd)).astype(np.float32) * 0.02
+        for i in range(3):
+            batch.positions[i] = i
+            batch.n_seq_ids[i] = 1
+        batch.set_seq_ids(3)
+        batch.output[:3] = [0, 0, 1]
+        batch.n_tokens = 3
+        ctx.decode(batch)
+        assert np.isfinite(ctx.logits()).all()
+        assert ctx.seq_pos_max(0) == 2
+        batch.close()

@@ -57,7 +57,14 @@ class Batch(Handle):
 
     @property
     def n_tokens(self) -> int:
+        """Entries in use; set it after filling the numpy views directly."""
         return int(self._b.n_tokens) if not self.closed else 0
+
+    @n_tokens.setter
+    def n_tokens(self, n: int) -> None:
+        if not 0 <= n <= self.capacity:
+            raise OverflowError(f"{n} entries do not fit a batch of {self.capacity}")
+        self.ptr[0].n_tokens = n
 
     def __len__(self) -> int:
         return self.n_tokens
@@ -86,6 +93,17 @@ class Batch(Handle):
         b.logits[i] = output
         b.n_tokens = i + 1
 
+    def set_seq_ids(self, n: int, seq_id: int = 0) -> None:
+        """Make the first ``n`` entries belong to sequence ``seq_id`` only
+        (for batches filled through the numpy views)."""
+        if not 0 <= n <= self.capacity:
+            raise OverflowError(f"{n} entries do not fit a batch of {self.capacity}")
+        self.ptr  # raise if closed
+        self.n_seq_ids[:n] = 1
+        seq = self._seq_id
+        for i in range(n):
+            seq[i][0] = seq_id
+
     def set_tokens(self, tokens: Sequence[int] | np.ndarray, start_pos: int, *,
                    seq_id: int = 0, output_last: bool = True) -> None:
         """Fill the batch with consecutive tokens of one sequence.
@@ -101,10 +119,7 @@ class Batch(Handle):
         b = self.ptr[0]
         self.tokens[:n] = tokens
         self.positions[:n] = np.arange(start_pos, start_pos + n, dtype=np.int32)
-        self.n_seq_ids[:n] = 1
-        seq = self._seq_id
-        for i in range(n):
-            seq[i][0] = seq_id
+        self.set_seq_ids(n, seq_id)
         self.output[:n] = 0
         if output_last and n:
             self.output[n - 1] = 1

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _log
+from ._cstr import sized_string
 from ._ffi import ffi, lib
 from ._handle import Handle
 from .errors import ModelLoadError
@@ -53,8 +54,10 @@ class LoraAdapter(Handle):
         ptr = self.ptr
         out: dict[str, str] = {}
         for i in range(lib.llama_adapter_meta_count(ptr)):
-            out[_meta(lib.llama_adapter_meta_key_by_index, ptr, i)] = \
-                _meta(lib.llama_adapter_meta_val_str_by_index, ptr, i)
+            key = sized_string(lambda b, n: lib.llama_adapter_meta_key_by_index(ptr, i, b, n))
+            val = sized_string(
+                lambda b, n: lib.llama_adapter_meta_val_str_by_index(ptr, i, b, n))
+            out[key or ""] = val or ""
         return out
 
     def __hash__(self) -> int:
@@ -63,11 +66,3 @@ class LoraAdapter(Handle):
     def __repr__(self) -> str:
         return f"<LoraAdapter {self.path.name}{' (closed)' if self.closed else ''}>"
 
-
-def _meta(fn: Any, ptr: Any, i: int) -> str:
-    n = fn(ptr, i, ffi.NULL, 0)
-    if n < 0:
-        return ""
-    buf = ffi.new("char[]", n + 1)
-    fn(ptr, i, buf, n + 1)
-    return ffi.unpack(buf, n).decode("utf-8", "replace")

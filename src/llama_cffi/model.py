@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _log, placement
 from ._callbacks import CallbackState
+from ._cstr import sized_string
 from ._ffi import ensure_initialised, ffi, lib
 from ._handle import Handle
 from .enums import EnumLike, LoadMode, RopeType, SplitMode, parse_enum
@@ -77,7 +78,9 @@ class Model(Handle):
         ``--direct-io``]. ``use_mmap``/``use_mlock`` are accepted as aliases.
     vocab_only: load only the vocabulary, no weights.
     check_tensors: validate the tensor data while loading [``--check-tensors``].
-    no_alloc: only read metadata and simulate allocations (memory estimates).
+    no_alloc: read the metadata and plan the placement without allocating
+        weight memory (facts such as ``n_params`` and ``size`` are available,
+        ``buffers`` are all zero); for inspecting a model cheaply.
     progress: called with a float in [0, 1] while loading; returning ``False``
         (or raising) cancels the load.
     """
@@ -282,29 +285,16 @@ class Model(Handle):
         ptr = self.ptr
         out: dict[str, str] = {}
         for i in range(lib.llama_model_meta_count(ptr)):
-            key = self._meta_string(lib.llama_model_meta_key_by_index, ptr, i)
-            out[key] = self._meta_string(lib.llama_model_meta_val_str_by_index, ptr, i)
+            key = sized_string(lambda b, n: lib.llama_model_meta_key_by_index(ptr, i, b, n))
+            val = sized_string(lambda b, n: lib.llama_model_meta_val_str_by_index(ptr, i, b, n))
+            out[key or ""] = val or ""
         return out
 
     def meta(self, key: str) -> str | None:
         """One metadata value, or None if the key is absent."""
         ptr = self.ptr
         k = key.encode()
-        n = lib.llama_model_meta_val_str(ptr, k, ffi.NULL, 0)
-        if n < 0:
-            return None
-        buf = ffi.new("char[]", n + 1)
-        lib.llama_model_meta_val_str(ptr, k, buf, n + 1)
-        return ffi.unpack(buf, n).decode("utf-8", "replace")
-
-    @staticmethod
-    def _meta_string(fn: Any, ptr: Any, i: int) -> str:
-        n = fn(ptr, i, ffi.NULL, 0)
-        if n < 0:
-            return ""
-        buf = ffi.new("char[]", n + 1)
-        fn(ptr, i, buf, n + 1)
-        return ffi.unpack(buf, n).decode("utf-8", "replace")
+        return sized_string(lambda b, n: lib.llama_model_meta_val_str(ptr, k, b, n))
 
     @property
     def architecture(self) -> str | None:

@@ -11,6 +11,7 @@ llama.cpp aborts the process otherwise, so the chain checks this first.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,7 @@ class SamplerChain(Handle):
         self._own(lib.llama_sampler_chain_init(params), _free_chain)
         self._names: list[str] = []
         self._selects = False
+        self._lock = threading.Lock()
         for s in samplers:
             self.add(s)
 
@@ -122,10 +124,19 @@ class SamplerChain(Handle):
             raise LlamaError(
                 "the sampler chain does not end with a selecting sampler "
                 "(add greedy() or dist())")
-        c = ctx.ptr
-        if lib.llama_get_logits_ith(c, idx) == ffi.NULL:
-            raise LlamaError(f"no logits for output {idx}: decode a batch with that output first")
-        return int(lib.llama_sampler_sample(chain, c, idx))
+        if not self._lock.acquire(False):
+            raise LlamaError("this sampler chain is being used by another thread")
+        try:
+            c = ctx._enter()  # sampling reads the context's outputs: no decode meanwhile
+            try:
+                if lib.llama_get_logits_ith(c, idx) == ffi.NULL:
+                    raise LlamaError(
+                        f"no logits for output {idx}: decode a batch with that output first")
+                return int(lib.llama_sampler_sample(chain, c, idx))
+            finally:
+                ctx._lock.release()
+        finally:
+            self._lock.release()
 
     def accept(self, token: int) -> None:
         """Tell stateful samplers (penalties, grammar) that ``token`` was chosen."""
