@@ -8,7 +8,9 @@ Objects (each owns one C pointer; ``close()`` or ``with`` frees it):
   threads, flash attention, KV cache types, ...)
 * :class:`Batch` - tokens to decode
 * :class:`LoraAdapter` - LoRA adapters, applied per context with a scale
-* :class:`SamplerChain` and the samplers in :mod:`llama_cffi.sampling`
+* :class:`SamplerChain` and the samplers in :mod:`llama_cffi.sampling`,
+  :class:`PythonSampler` for samplers written in Python
+* :class:`Grammar` - GBNF grammars, also from a JSON schema
 * :class:`Generation` and :class:`TextStream` - the generation loop
 
 Facts: :func:`system_info`, :func:`devices`; remote devices: :mod:`llama_cffi.rpc`. Models from the package index:
@@ -38,6 +40,7 @@ from .errors import (
     ContextFullError,
     DecodeAbortedError,
     DecodeError,
+    GrammarError,
     InvalidBatchError,
     LlamaError,
     LoadCancelledError,
@@ -45,22 +48,25 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     NoKvSlotError,
+    SchemaError,
     TokenError,
 )
 from .generation import Generation, TextStream
+from .grammar import Grammar
 from .lora import LoraAdapter
 from .model import Model
-from .sampling import Sampler, SamplerChain
+from .sampling import Candidates, PythonSampler, Sampler, SamplerChain
 from .system import Backend, Device, SystemInfo, devices, system_info
 from .vocab import Vocab
 
 __all__ = [
     "__version__",
-    "Backend", "Batch", "Context", "Device", "Generation", "LoraAdapter", "Model", "Sampler",
-    "SamplerChain", "SystemInfo", "TextStream", "Vocab",
+    "Backend", "Batch", "Candidates", "Context", "Device", "Generation", "Grammar",
+    "LoraAdapter", "Model", "PythonSampler", "Sampler", "SamplerChain", "SystemInfo", "TextStream", "Vocab",
     "FlashAttn", "GGMLType", "LoadMode", "PoolingType", "RopeScaling", "RopeType", "SplitMode",
     "TokenAttr",
     "ClosedError", "ContextError", "ContextFullError", "DecodeAbortedError", "DecodeError",
+    "GrammarError", "SchemaError",
     "InvalidBatchError", "LlamaError", "LoadCancelledError", "ModelFetchError",
     "ModelLoadError", "ModelNotFoundError", "NoKvSlotError", "TokenError",
     "devices", "models", "rpc", "sampling", "system_info",

@@ -77,3 +77,20 @@ class ContextFullError(LlamaError):
 
 class ModelFetchError(LlamaError, OSError):
     """A registry model could not be downloaded or failed its checksum."""
+
+
+class GrammarError(LlamaError, ValueError):
+    """A grammar that does not parse, or generation that the grammar cannot continue.
+
+    ``line``/``column`` locate a parse error (1-based) when known.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None,
+                 log: str = "") -> None:
+        self.line = line
+        self.column = column
+        super().__init__(message, log=log)
+
+
+class SchemaError(LlamaError, ValueError):
+    """A JSON schema that cannot be turned into a grammar; names the feature."""
