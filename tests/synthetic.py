@@ -43,10 +43,21 @@ def _copy_tokenizer(writer: gguf.GGUFWriter, source: Path) -> int:
     return len(tokens)
 
 
-def write_moe_model(path: Path, tokenizer_source: Path, seed: int = 0) -> Path:
-    """A 4-layer llama-architecture MoE (4 experts, 2 used) with ``ffn_*_exps`` tensors."""
+def write_moe_model(path: Path, tokenizer_source: Path, seed: int = 0,
+                    extra_kv: dict[str, object] | None = None) -> Path:
+    """A 4-layer llama-architecture MoE (4 experts, 2 used) with ``ffn_*_exps`` tensors.
+
+    extra_kv: more metadata (int -> uint32, float -> float32, str -> string).
+    """
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), "llama")
+    for key, value in (extra_kv or {}).items():
+        if isinstance(value, int):
+            w.add_uint32(key, value)
+        elif isinstance(value, float):
+            w.add_float32(key, value)
+        else:
+            w.add_string(key, str(value))
     w.add_name("synthetic-moe")
     w.add_context_length(512)
     w.add_embedding_length(N_EMBD)

@@ -5,7 +5,9 @@ reference for which features matter). Supported:
 
 * ``type`` (one or a list), ``enum``, ``const``, ``nullable`` (OpenAPI);
 * objects: ``properties``, ``required``, ``additionalProperties`` (false or
-  absent: no other keys, as llama.cpp; true or a schema: other keys allowed);
+  absent: no other keys, as llama.cpp; true or a schema: other keys allowed),
+  ``maxProperties`` (bounds the additional keys so that the total never
+  exceeds it), ``minProperties`` up to the number of required keys;
 * arrays: ``items``, ``prefixItems`` (tuples), ``minItems``, ``maxItems``;
 * strings: ``minLength``, ``maxLength``, ``pattern`` (a regex subset:
   literals, ``.``, classes, groups, ``|``, ``* + ? {m,n}``, ``\\d \\w \\s``),
@@ -42,7 +44,7 @@ _HANDLED = {
     "type", "enum", "const", "nullable", "properties", "required", "additionalProperties",
     "items", "prefixItems", "minItems", "maxItems", "minLength", "maxLength", "pattern",
     "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf",
-    "allOf", "$ref",
+    "allOf", "$ref", "minProperties", "maxProperties",
 }
 _FORMATS = {"date", "time", "date-time", "uuid"}
 
@@ -492,12 +494,23 @@ class _Converter:
             raise SchemaError(f"{hint}: required properties {sorted(missing)} are not "
                               "defined in properties")
         optional = [k for k in props if k not in required]
+        if int(schema.get("minProperties", 0)) > len(required):
+            raise SchemaError(f"{hint}: minProperties larger than the number of required "
+                              "properties is not supported")
+        max_extra: int | None = None
+        if "maxProperties" in schema:
+            if int(schema["maxProperties"]) < len(required):
+                raise SchemaError(f"{hint}: maxProperties is smaller than the required keys")
+            if len(props) > int(schema["maxProperties"]) and optional:
+                raise SchemaError(f"{hint}: maxProperties below the number of properties "
+                                  "is not supported")
+            max_extra = int(schema["maxProperties"]) - len(props)
         self.prim("space")
         kv = {k: self.add(f"{hint}-{k}-kv",
                           f'{_json_lit(k)} space ":" space {self.visit(v, f"{hint}-{k}")}')
               for k, v in props.items()}
         extra_kv = None
-        if extra not in (None, False):
+        if extra not in (None, False) and max_extra != 0:
             value = self.visit(extra if isinstance(extra, dict) else True, f"{hint}-additional")
             extra_kv = self.add(f"{hint}-additional-kv",
                                 f'{self.prim("string")} ":" space {value}')
@@ -507,7 +520,7 @@ class _Converter:
             for k in optional:
                 body_parts.append(f'( "," space {kv[k]} )?')
             if extra_kv:
-                body_parts.append(f'( "," space {extra_kv} )*')
+                body_parts.append(_rep(f'"," space {extra_kv}', 0, max_extra))
             body = " ".join(body_parts)
         else:
             tail_items = [kv[k] for k in optional] + ([extra_kv] if extra_kv else [])
@@ -515,14 +528,17 @@ class _Converter:
                 body = ""
             else:
                 alts = []
+                extra_rep = (lambda n: _rep(f'"," space {extra_kv}', 0, n)) if extra_kv else None
                 for i, item in enumerate(tail_items):
                     rest = []
-                    for j, later in enumerate(tail_items[i + 1:], start=i + 1):
-                        star = "*" if extra_kv and j == len(tail_items) - 1 else "?"
-                        rest.append(f'( "," space {later} ){star}')
-                    if extra_kv and item == extra_kv:
-                        rest.append(f'( "," space {extra_kv} )*')
-                    alts.append(" ".join([item, *rest]))
+                    for later in tail_items[i + 1:]:
+                        if later == extra_kv and extra_rep:
+                            rest.append(extra_rep(max_extra))
+                        else:
+                            rest.append(f'( "," space {later} )?')
+                    if item == extra_kv and extra_rep:
+                        rest.append(extra_rep(None if max_extra is None else max_extra - 1))
+                    alts.append(" ".join(r for r in [item, *rest] if r))
                 body = f"( {' | '.join(alts)} )?"
         return self.add(hint, f'"{{" space {body} "}}" space'.replace("  ", " "))
 

@@ -220,12 +220,15 @@ class Candidates:
 
     ``ids``, ``logits`` and ``p`` are numpy views of the first ``size``
     entries: modify them in place. Shrink ``size`` to drop the tail (sort
-    first), set ``selected`` to pick one, ``sorted`` if sorted by logit,
-    descending. Views are valid only during the call that received them.
+    first), set ``selected`` to pick one. After a Python sampler's ``apply``
+    the array counts as unsorted unless it sets ``sorted = True`` itself
+    (llama.cpp's samplers trust that flag). Views are valid only during the
+    call that received them.
     """
 
     def __init__(self, struct: Any) -> None:
         self.struct = struct
+        self._sorted_set = False
 
     @classmethod
     def from_logits(cls, logits: np.ndarray) -> Candidates:
@@ -286,6 +289,7 @@ class Candidates:
 
     @sorted.setter
     def sorted(self, value: bool) -> None:
+        self._sorted_set = True
         self.struct.sorted = bool(value)
 
     def selected_token(self) -> int:
@@ -372,10 +376,13 @@ def _llama_cffi_smpl_accept(smpl, token):  # type: ignore[no-untyped-def]
 @ffi.def_extern()
 def _llama_cffi_smpl_apply(smpl, cur_p):  # type: ignore[no-untyped-def]
     st = _state(smpl)
+    cands = Candidates(cur_p)
     try:
-        st.obj.apply(Candidates(cur_p))
+        st.obj.apply(cands)
     except BaseException as exc:  # noqa: BLE001 - re-raised by SamplerChain
         st.error = st.error or exc
+    if not cands._sorted_set:
+        cur_p.sorted = False
 
 
 @ffi.def_extern()
