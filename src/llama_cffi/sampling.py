@@ -15,6 +15,12 @@ Safety: the last sampler of a chain must select a token (``greedy``, ``dist``,
 Python sampler are run step by step from Python so that a grammar that
 rejects every token, or a Python sampler that raises, becomes an exception
 (llama.cpp would abort the process).
+
+Grammars are applied as llama.cpp's tools apply them: the token is first
+sampled without the grammar and kept if the grammar allows it; otherwise the
+grammar constrains all candidates and the chain samples again. Under greedy
+decoding this is exactly the constrained arg-max; under random sampling it is
+llama.cpp's distribution, which favours the unconstrained choice when valid.
 """
 
 from __future__ import annotations
@@ -425,7 +431,8 @@ class SamplerChain(Handle):
         self._py_states: list[_PyState] = []
         self._selects = False
         self._lock = threading.Lock()
-        self._cands: tuple[Any, Any, np.ndarray] | None = None
+        self._cands: tuple[Any, Any, np.ndarray, np.ndarray] | None = None
+        self._one: Candidates | None = None
         for s in samplers:
             self.add(s)
 
@@ -487,17 +494,53 @@ class SamplerChain(Handle):
         finally:
             self._lock.release()
 
-    def _sample_stepwise(self, chain: Any, logits_ptr: Any, n_vocab: int) -> int:
+    def _fill(self, logits_ptr: Any, n_vocab: int) -> Candidates:
+        """Candidates for every token from the context's logits, in a reused buffer."""
         if self._cands is None or len(self._cands[2]) != n_vocab:
             data = ffi.new("llama_token_data[]", n_vocab)
             view = np.frombuffer(ffi.buffer(data), dtype=TOKEN_DATA)
-            self._cands = (data, ffi.new("llama_token_data_array *"), view)
-        data, cur, view = self._cands
-        view["id"] = np.arange(n_vocab, dtype=np.int32)
+            self._cands = (data, ffi.new("llama_token_data_array *"), view,
+                           np.arange(n_vocab, dtype=np.int32))
+        data, cur, view, ids = self._cands
+        view["id"] = ids
         view["logit"] = np.frombuffer(ffi.buffer(logits_ptr, n_vocab * 4), dtype=np.float32)
         view["p"] = 0.0
         cur.data, cur.size, cur.selected, cur.sorted = data, n_vocab, -1, False
-        cands = Candidates(cur)
+        return Candidates(cur)
+
+    def _grammar_allows(self, chain: Any, token: int) -> bool:
+        one = self._one
+        if one is None:
+            one = self._one = Candidates.from_logits(np.zeros(1, dtype=np.float32))
+        for i, kind in enumerate(self._kinds):
+            if kind == "grammar":
+                one.struct.size = 1
+                one.ids[0] = token
+                one.logits[0] = 0.0
+                lib.llama_sampler_apply(lib.llama_sampler_chain_get(chain, i), one.struct)
+                if not np.isfinite(one.logits[0]):
+                    return False
+        return True
+
+    def _sample_stepwise(self, chain: Any, logits_ptr: Any, n_vocab: int) -> int:
+        has_grammar = "grammar" in self._kinds
+        if has_grammar:
+            # llama.cpp's own shortcut (common_sampler_sample): sample without the
+            # grammar, keep the token if the grammar allows it; only otherwise pay
+            # for constraining the whole vocabulary and sample again.
+            cands = self._fill(logits_ptr, n_vocab)
+            for i, kind in enumerate(self._kinds):
+                if kind != "grammar":
+                    lib.llama_sampler_apply(lib.llama_sampler_chain_get(chain, i), cands.struct)
+                    if kind == "python":
+                        self._raise_python_error()
+            token = cands.selected_token()
+            if self._grammar_allows(chain, token):
+                lib.llama_sampler_accept(chain, token)
+                self._raise_python_error()
+                return token
+        cands = self._fill(logits_ptr, n_vocab)
+        cur = cands.struct
         for i, kind in enumerate(self._kinds):
             lib.llama_sampler_apply(lib.llama_sampler_chain_get(chain, i), cur)
             if kind == "python":
@@ -508,7 +551,7 @@ class SamplerChain(Handle):
                     "(the grammar may need an end-of-generation token the model cannot produce, "
                     "or the sampler state was not reset between outputs)")
         token = cands.selected_token()
-        if not np.isfinite(cur.data[cur.selected].logit):
+        if has_grammar and not np.isfinite(cur.data[cur.selected].logit):
             raise GrammarError("the chain selected a token the grammar forbids")
         lib.llama_sampler_accept(chain, token)
         self._raise_python_error()
@@ -522,14 +565,8 @@ class SamplerChain(Handle):
         """
         chain = self.ptr
         t = int(token)
-        if "grammar" in self._kinds:
-            one = Candidates.from_logits(np.zeros(1, dtype=np.float32))
-            one.ids[0] = t
-            for i, kind in enumerate(self._kinds):
-                if kind == "grammar":
-                    lib.llama_sampler_apply(lib.llama_sampler_chain_get(chain, i), one.struct)
-                    if not np.isfinite(one.logits[0]):
-                        raise GrammarError(f"token {t} is not allowed by the grammar here")
+        if "grammar" in self._kinds and not self._grammar_allows(chain, t):
+            raise GrammarError(f"token {t} is not allowed by the grammar here")
         lib.llama_sampler_accept(chain, t)
         self._raise_python_error()
 
