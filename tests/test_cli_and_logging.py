@@ -95,3 +95,21 @@ def test_text_stream_never_splits_utf8(smollm2: lc.Model) -> None:
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
     assert vocab.detokenize(tokens) == text
+
+
+def test_cli_json_schema_and_bad_grammar() -> None:
+    import json
+
+    schema = ('{"type":"object","properties":{"name":{"type":"string","maxLength":20},'
+              '"age":{"type":"integer","minimum":1,"maximum":99}},"required":["name","age"]}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "llama_cffi", "run", "A person as JSON:", "-n", "80",
+         "--temp", "0.7", "-s", "3", "-j", schema, "-c", "256"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    value = json.loads(proc.stdout)
+    assert set(value) == {"name", "age"} and 1 <= value["age"] <= 99
+    bad = subprocess.run([sys.executable, "-m", "llama_cffi", "run", "x", "--grammar",
+                          'root ::= "a" ('], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert "line 1, column 15" in bad.stderr and "Traceback" not in bad.stderr

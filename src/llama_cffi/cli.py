@@ -105,6 +105,28 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-p", type=float, default=0.05, help="min-p (default 0.05)")
     g.add_argument("-s", "--seed", type=int, default=sampling.DEFAULT_SEED,
                    help="random seed (default: random)")
+    g.add_argument("--typical", type=float, default=None, help="locally typical p (1.0 = off)")
+    g.add_argument("--repeat-penalty", type=float, default=None, help="repetition penalty (1.0 = off)")
+    g.add_argument("--repeat-last-n", type=int, default=None, help="tokens the penalties look at")
+    g.add_argument("--presence-penalty", type=float, default=None)
+    g.add_argument("--frequency-penalty", type=float, default=None)
+    g.add_argument("--dry-multiplier", type=float, default=None, help="DRY penalty (0 = off)")
+    g.add_argument("--dry-base", type=float, default=None)
+    g.add_argument("--dry-allowed-length", type=int, default=None)
+    g.add_argument("--xtc-probability", type=float, default=None)
+    g.add_argument("--xtc-threshold", type=float, default=None)
+    g.add_argument("--top-n-sigma", type=float, default=None)
+    g.add_argument("--dynatemp-range", type=float, default=None)
+    g.add_argument("--dynatemp-exp", type=float, default=None)
+    g.add_argument("--mirostat", type=int, choices=[0, 1, 2], default=None)
+    g.add_argument("--mirostat-lr", type=float, default=None, help="mirostat eta")
+    g.add_argument("--mirostat-ent", type=float, default=None, help="mirostat tau")
+    g.add_argument("--samplers", default=None,
+                   help="sampler order, ';'-separated names or letters (e.g. 'kpmt')")
+    g.add_argument("--grammar", default=None, help="GBNF grammar to constrain the output")
+    g.add_argument("--grammar-file", default=None, help="file with a GBNF grammar")
+    g.add_argument("-j", "--json-schema", default=None,
+                   help="JSON schema the output must satisfy (inline JSON or @file)")
 
 
 def _model_kwargs(a: argparse.Namespace) -> dict[str, Any]:
@@ -177,6 +199,42 @@ def _context_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
+def _sampling_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    from .grammar import Grammar
+
+    kw: dict[str, Any] = {"temperature": a.temp, "top_k": a.top_k, "top_p": a.top_p,
+                          "min_p": a.min_p, "seed": a.seed}
+    for key, value in (("typical_p", a.typical), ("repeat_penalty", a.repeat_penalty),
+                       ("repeat_last_n", a.repeat_last_n),
+                       ("presence_penalty", a.presence_penalty),
+                       ("frequency_penalty", a.frequency_penalty),
+                       ("dry_multiplier", a.dry_multiplier), ("dry_base", a.dry_base),
+                       ("dry_allowed_length", a.dry_allowed_length),
+                       ("xtc_probability", a.xtc_probability),
+                       ("xtc_threshold", a.xtc_threshold), ("top_n_sigma", a.top_n_sigma),
+                       ("dynatemp_range", a.dynatemp_range),
+                       ("dynatemp_exponent", a.dynatemp_exp), ("mirostat", a.mirostat),
+                       ("mirostat_eta", a.mirostat_lr), ("mirostat_tau", a.mirostat_ent),
+                       ("samplers", a.samplers)):
+        if value is not None:
+            kw[key] = value
+    given = [x for x in (a.grammar, a.grammar_file, a.json_schema) if x]
+    if len(given) > 1:
+        raise SystemExit("llama-cffi: error: give only one of --grammar, --grammar-file, "
+                         "--json-schema")
+    if a.grammar:
+        kw["grammar"] = Grammar(a.grammar)
+    elif a.grammar_file:
+        kw["grammar"] = Grammar.from_file(a.grammar_file)
+    elif a.json_schema:
+        text = a.json_schema
+        if text.startswith("@"):
+            with open(text[1:], encoding="utf-8") as fh:
+                text = fh.read()
+        kw["grammar"] = Grammar.from_json_schema(text)
+    return kw
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from .generation import Generation, TextStream
     from .model import Model
@@ -186,8 +244,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     prompt = a.prompt if a.prompt is not None else sys.stdin.read()
     with Model(path, progress=_progress_printer("loading model"), **_model_kwargs(a)) as model:
         with model.context(**_context_kwargs(a)) as ctx:
-            chain = sampling.default_chain(temperature=a.temp, top_k_=a.top_k, top_p_=a.top_p,
-                                           min_p_=a.min_p, seed=a.seed)
+            chain = sampling.SamplerChain.from_params(model, **_sampling_kwargs(a))
             with chain:
                 tokens = model.vocab.tokenize(prompt, add_special=True, parse_special=True)
                 stream = TextStream(model.vocab)
