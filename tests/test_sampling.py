@@ -325,5 +325,8 @@ def test_lazy_grammar_waits_for_its_trigger(smollm2: lc.Model) -> None:
 def test_closing_the_model_closes_vocab_samplers(smollm2_path: Path) -> None:
     m = lc.Model(smollm2_path)
     chain = lc.SamplerChain([lc.Grammar('root ::= "a"\n').sampler(m), S.greedy()])
+    loose = S.dry(m, multiplier=0.5)
     m.close()
-    assert chain.closed
+    assert chain.closed and loose.closed
+    with pytest.raises(lc.ClosedError):
+        loose.apply(cands(LOGITS))

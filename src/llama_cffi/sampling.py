@@ -73,6 +73,8 @@ class Sampler(Handle):
         self.kind = kind
         self.vocab = vocab  # keeps the model alive while C points at its vocab
         self._keep = tuple(keep)  # C memory the sampler may point into
+        if vocab is not None:
+            vocab._model._adopt(self)  # closing the model closes this sampler first
 
     def apply(self, candidates: Candidates) -> None:
         """Run this (not yet chained) sampler on ``candidates``."""
