@@ -310,7 +310,7 @@ def test_grammar_dead_end_is_an_error(smollm2: lc.Model) -> None:
 def test_lazy_grammar_waits_for_its_trigger(smollm2: lc.Model) -> None:
     g = lc.Grammar('root ::= "<tool>" [a-z]{1,8} "</tool>"\n')
     v = smollm2.vocab
-    sampler = g.sampler(smollm2, lazy=True, trigger_patterns=[r"<tool>"])
+    sampler = g.sampler(smollm2, lazy=True, trigger_words=["<tool>"])
     with lc.SamplerChain([sampler, S.greedy()]) as chain:
         for t in v.tokenize("Free text before", add_special=False):
             chain.accept(t)  # not constrained yet
@@ -330,3 +330,34 @@ def test_closing_the_model_closes_vocab_samplers(smollm2_path: Path) -> None:
     assert chain.closed and loose.closed
     with pytest.raises(lc.ClosedError):
         loose.apply(cands(LOGITS))
+
+
+def test_mirostat_v1_adaptive_p_and_infill(smollm2: lc.Model) -> None:
+    for make in (lambda: S.mirostat(smollm2, tau=3.0, eta=0.1, seed=5),
+                 lambda: S.adaptive_p(0.3, 0.9, seed=5)):
+        runs = []
+        for _ in range(2):
+            s = make()
+            out = []
+            for _ in range(10):
+                c = lc.Candidates.from_logits(np.linspace(3, -3, smollm2.vocab.n_tokens,
+                                                          dtype=np.float32))
+                s.apply(c)
+                out.append(c.selected_token())
+            runs.append(out)
+        assert runs[0] == runs[1]  # seeded: reproducible
+    c = lc.Candidates.from_logits(np.linspace(3, -3, smollm2.vocab.n_tokens, dtype=np.float32))
+    S.infill(smollm2).apply(c)
+    assert 0 < c.size <= smollm2.vocab.n_tokens
+
+
+def test_chain_performance_counters(smollm2: lc.Model) -> None:
+    with smollm2.context(n_ctx=128) as ctx, lc.SamplerChain(
+            [S.top_k(10), S.dist(seed=1)], no_perf=False) as chain:
+        ctx.eval_tokens(smollm2.vocab.tokenize("Hi"), 0)
+        for _ in range(5):
+            chain.sample(ctx)
+        perf = chain.perf()
+        assert perf["n_sample"] == 5 and perf["t_sample_ms"] > 0
+        chain.perf_reset()
+        assert chain.perf()["n_sample"] == 0

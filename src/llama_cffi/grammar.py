@@ -224,14 +224,14 @@ class Grammar:
         return cls(to_gbnf(True))
 
     def sampler(self, vocab: Vocab | Model, *, lazy: bool = False,
+                trigger_words: Sequence[str] = (),
                 trigger_patterns: Sequence[str] = (),
                 trigger_tokens: Sequence[int] = ()) -> Sampler:
         """Compile for ``vocab`` into a grammar sampler for a SamplerChain.
 
-        lazy: only constrain once a trigger appears in the output (tool calls);
-            ``trigger_patterns`` are regexes matched against the generated text
-            (``trigger_words`` can be given as ``re.escape(word)``),
-            ``trigger_tokens`` token ids.
+        lazy: only constrain once a trigger appears in the output (tool calls):
+            ``trigger_words`` literal strings, ``trigger_patterns`` regexes
+            matched against the generated text, ``trigger_tokens`` token ids.
         """
         from .sampling import Sampler, _vocab_of
 
@@ -240,6 +240,7 @@ class Grammar:
         keep: list[Any] = []
         mark = _log.mark()
         if lazy:
+            trigger_patterns = [*trigger_patterns, *(re.escape(w) for w in trigger_words)]
             if not trigger_patterns and not trigger_tokens:
                 raise ValueError("a lazy grammar needs trigger_patterns or trigger_tokens")
             for p in trigger_patterns:

@@ -180,7 +180,7 @@ DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
 
 
 def dry(vocab: Vocab | Model, multiplier: float = 0.0, base: float = 1.75,
-        allowed_length: int = 2, penalty_last_n: int = -1,
+        allowed_length: int = 2, penalty_last_n: int = 64,
         sequence_breakers: Sequence[str] = DRY_SEQUENCE_BREAKERS) -> Sampler:
     """DRY repetition penalty (``--dry-multiplier``, ``--dry-base``,
     ``--dry-allowed-length``, ``--dry-penalty-last-n``, ``--dry-sequence-breaker``)."""
@@ -635,7 +635,7 @@ DEFAULTS: dict[str, Any] = {
     "xtc_probability": 0.0, "xtc_threshold": 0.1, "top_n_sigma": -1.0,
     "repeat_penalty": 1.0, "repeat_last_n": 64, "frequency_penalty": 0.0,
     "presence_penalty": 0.0, "dry_multiplier": 0.0, "dry_base": 1.75,
-    "dry_allowed_length": 2, "dry_penalty_last_n": -1,
+    "dry_allowed_length": 2, "dry_penalty_last_n": 64,
     "dry_sequence_breakers": list(DRY_SEQUENCE_BREAKERS), "dynatemp_range": 0.0,
     "dynatemp_exponent": 1.0, "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
     "seed": DEFAULT_SEED, "min_keep": 0, "logit_bias": None, "grammar": None,
