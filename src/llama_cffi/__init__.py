@@ -1,5 +1,7 @@
 """llama_cffi: Python bindings to llama.cpp's libllama through compiled cffi.
 
+High level: :class:`LLM` (complete, stream, chat, generate_batch, async variants).
+
 Objects (each owns one C pointer; ``close()`` or ``with`` frees it):
 
 * :class:`Model` - a GGUF model (placement: ``n_gpu_layers``, ``split_mode``,
@@ -53,6 +55,8 @@ from .errors import (
 )
 from .generation import Generation, TextStream
 from .grammar import Grammar
+from .chat_template import ChatTemplate, TemplateError
+from .llm import LLM, Completion, Stream, Timings, TokenLogprob, Usage
 from .lora import LoraAdapter
 from .model import Model
 from .sampling import Candidates, PythonSampler, Sampler, SamplerChain
@@ -61,6 +65,8 @@ from .vocab import Vocab
 
 __all__ = [
     "__version__",
+    "LLM", "Completion", "Stream", "Timings", "TokenLogprob", "Usage", "ChatTemplate",
+    "TemplateError",
     "Backend", "Batch", "Candidates", "Context", "Device", "Generation", "Grammar",
     "LoraAdapter", "Model", "PythonSampler", "Sampler", "SamplerChain", "SystemInfo", "TextStream", "Vocab",
     "FlashAttn", "GGMLType", "LoadMode", "PoolingType", "RopeScaling", "RopeType", "SplitMode",
