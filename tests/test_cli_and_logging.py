@@ -113,3 +113,68 @@ def test_cli_json_schema_and_bad_grammar() -> None:
                           'root ::= "a" ('], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert "line 1, column 15" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_info() -> None:
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "info", "gemma3-270m"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "architecture:  gemma3" in proc.stdout and "sliding window: 512" in proc.stdout
+    # 18 layers x 1 KV head x (256 + 256) x 2 bytes = 18 KiB per token
+    assert "18.0 KiB per token" in proc.stdout
+
+
+def test_cli_wrong_flags_are_helpful() -> None:
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "run", "hi", "-fa", "maybe"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr and "-fa" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "frobnicate"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "run", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--n-cpu-moe" in proc.stdout and "--json-schema" in proc.stdout
+
+
+def test_cli_chat_in_a_terminal(smollm2_path: Path) -> None:
+    """Drive `llama-cffi chat` through a pseudo-terminal, as a user would."""
+    import os
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execv(sys.executable, [sys.executable, "-m", "llama_cffi", "chat", "-m",
+                                  str(smollm2_path), "-n", "12", "--temp", "0", "-c", "512"])
+    out = b""
+
+    def read_until(marker: bytes, timeout: float = 120) -> None:
+        nonlocal out
+        start = len(out)
+        deadline = time.monotonic() + timeout
+        while marker not in out[start:]:
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {marker!r}; got {out[-500:]!r}"
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+
+    try:
+        read_until(b"> ")
+        os.write(fd, b"Hello, who are you?\r")
+        read_until(b"who are you?")  # the terminal echoes the line
+        read_until(b"\n> ")  # the reply, then the next prompt
+        first = len(out)
+        os.write(fd, b"Tell me more.\r")
+        read_until(b"Tell me more.")
+        read_until(b"\n> ", timeout=120)
+        assert len(out) > first + 30
+        os.write(fd, b"/bye\r")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, out[-1000:]

@@ -264,6 +264,99 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _load_llm(a: argparse.Namespace) -> Any:
+    from .llm import LLM
+
+    _add_rpc_servers(a)
+    path = models.resolve(a.model, progress=_status)
+    return LLM(path, progress=_progress_printer("loading model"), **_model_kwargs(a),
+               **_context_kwargs(a))
+
+
+def cmd_chat(a: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    llm = _load_llm(a)
+    sampling = _sampling_kwargs(a)
+    messages: list[dict[str, str]] = []
+    if a.system:
+        messages.append({"role": "system", "content": a.system})
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("llama-cffi chat: type a message; /bye or Ctrl-D to quit, Ctrl-C stops a reply.",
+              file=sys.stderr)
+    stop_now = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stop_now.set()
+
+    with llm:
+        while True:
+            try:
+                line = input("> " if interactive else "")
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                print("\n(/bye to quit)", file=sys.stderr)
+                continue
+            text = line.strip()
+            if text in ("/bye", "/exit", "/quit"):
+                break
+            if not text:
+                continue
+            messages.append({"role": "user", "content": text})
+            stop_now.clear()
+            previous = signal.signal(signal.SIGINT, on_sigint)
+            try:
+                stream = llm.chat_stream(messages, max_tokens=a.n_predict, cancel=stop_now,
+                                         **sampling)
+                for piece in stream:
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            reply = stream.completion.text if stream.completion else ""
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            messages.append({"role": "assistant", "content": reply})
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .model import Model
+
+    path = models.resolve(a.model, progress=_status)
+    with Model(path, no_alloc=True, load_mode="none") as m:
+        arch = m.architecture
+        k_dim = int(m.meta(f"{arch}.attention.key_length") or m.n_embd // max(1, m.n_head))
+        v_dim = int(m.meta(f"{arch}.attention.value_length") or k_dim)
+        kv_per_token = m.n_layer * m.n_head_kv * (k_dim + v_dim) * 2  # K and V in f16
+        print(f"file:          {path}")
+        print(f"description:   {m.description}")
+        print(f"architecture:  {m.architecture}")
+        print(f"parameters:    {m.n_params:,}")
+        print(f"weights:       {m.size / 2**20:.1f} MiB")
+        print(f"layers:        {m.n_layer}  embedding: {m.n_embd}  heads: {m.n_head} "
+              f"(kv {m.n_head_kv})  sliding window: {m.n_swa or '-'}")
+        print(f"context:       trained {m.n_ctx_train}")
+        print(f"KV cache f16:  {kv_per_token / 2**10:.1f} KiB per token, "
+              f"{kv_per_token * a.ctx_size / 2**20:.1f} MiB at -c {a.ctx_size} (estimate, "
+              "no sliding-window savings)")
+        if m.is_moe:
+            print(f"experts:       {m.n_expert}")
+        template = m.chat_template()
+        print("chat template: " + ("(none: llama.cpp's chatml is used)" if template is None
+                                   else f"{len(template)} characters"))
+        if a.verbose:
+            if template:
+                print(template)
+            for key, value in m.metadata.items():
+                if not key.startswith("tokenizer.ggml.") or key.endswith("model"):
+                    print(f"  {key} = {value[:200]}")
+    return 0
+
+
 def cmd_pull(a: argparse.Namespace) -> int:
     for name in a.names:
         path = models.fetch(name, progress=lambda s: print(s, file=sys.stderr), force=a.force)
@@ -314,6 +407,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_flags(run)
     run.set_defaults(func=cmd_run)
 
+    chat = sub.add_parser("chat", help="talk with a model, using its chat template",
+                          description="Interactive multi-turn chat. /bye or Ctrl-D quits; "
+                                      "Ctrl-C stops the current reply.")
+    chat.add_argument("--system", default=None, help="system prompt")
+    chat.add_argument("-n", "--n-predict", type=int, default=512,
+                      help="most tokens per reply (default 512)")
+    _add_model_flags(chat)
+    _add_context_flags(chat)
+    _add_sampling_flags(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    info = sub.add_parser("info", help="model facts, chat template and memory estimate")
+    info.add_argument("model", help="GGUF path or registry name")
+    info.add_argument("-c", "--ctx-size", type=int, default=4096,
+                      help="context size for the KV cache estimate")
+    info.add_argument("-v", "--verbose", action="store_true", help="print the template and metadata")
+    info.set_defaults(func=cmd_info)
+
     pull = sub.add_parser("pull", help="download registry models into the cache")
     pull.add_argument("names", nargs="+", choices=list(models.REGISTRY), metavar="NAME",
                       help=f"one of {', '.join(models.REGISTRY)}")
@@ -334,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     rpcp.add_argument("-c", "--cache", default=None, help="directory to cache received tensors")
     rpcp.set_defaults(func=cmd_rpc_server)
 
-    info = sub.add_parser("system-info", help="llama.cpp commit, backends, devices")
-    info.set_defaults(func=cmd_system_info)
+    sysinfo = sub.add_parser("system-info", help="llama.cpp commit, backends, devices")
+    sysinfo.set_defaults(func=cmd_system_info)
     return parser
 
 

@@ -169,6 +169,8 @@ class LLM:
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._step = Batch(1)
+        self._embedder: Any = None
+        self._embedder_key: tuple[Any, ...] | None = None
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -177,6 +179,8 @@ class LLM:
             self._executor.shutdown(wait=True)
             self._executor = None
         self._step.close()
+        if self._embedder is not None:
+            self._embedder.close()
         self.ctx.close()
         if self._owns_model:
             self.model.close()
@@ -408,6 +412,34 @@ class LLM:
         with self._lock:
             self._cache = []  # the batch uses every sequence
             return generate_batch(self, prompts, max_tokens=max_tokens, sampling=sampling)
+
+    def embed(self, texts: str | Sequence[str], *, normalize: bool = True,
+              pooling: str | None = None, truncate: bool = False,
+              n_batch: int | None = None) -> np.ndarray | list[np.ndarray]:
+        """Embeddings of ``texts`` (a str gives one row), batched over sequences.
+
+        pooling: ``"mean"``, ``"cls"``, ``"last"`` or ``"none"`` (token
+            vectors); default the model's own. Works for embedding models and,
+            with a pooling type, for generative models.
+        normalize: L2-normalise (llama.cpp's ``--embd-normalize 2``).
+        """
+        from .embedding import Embedder
+
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        key = (pooling, n_batch)
+        with self._lock:
+            if self._embedder is None or self._embedder_key != key:
+                if self._embedder is not None:
+                    self._embedder.close()
+                self._embedder = Embedder(self.model, pooling=pooling,
+                                          n_batch=n_batch or max(512, self.ctx.n_batch),
+                                          n_threads=self.ctx.n_threads)
+                self._embedder_key = key
+            result = self._embedder.embed(items, normalize=normalize, truncate=truncate)
+        if single:
+            return result[0]
+        return result
 
     # -- asyncio ---------------------------------------------------------------------------------
 
