@@ -178,3 +178,17 @@ def test_cli_chat_in_a_terminal(smollm2_path: Path) -> None:
     finally:
         os.close(fd)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, out[-1000:]
+
+
+def test_cli_pull_and_list(smollm2_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "pull", "smollm2-135m"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(smollm2_path)
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "list"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("smollm2-135m"))
+    assert "MiB" in line and str(smollm2_path) in line
+    proc = subprocess.run([sys.executable, "-m", "llama_cffi", "pull", "no-such-model"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr

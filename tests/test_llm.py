@@ -47,6 +47,19 @@ def test_stream_pieces_join_to_the_completion(llm: lc.LLM) -> None:
     assert all("\ufffd" not in p for p in pieces)
 
 
+def test_stream_multibyte_pieces_are_valid_utf8(llm: lc.LLM) -> None:
+    # A grammar forces Japanese and an emoji; byte-level tokens split them.
+    g = lc.Grammar('root ::= "日本語の" [ぁ-ん]{3,6} " 🙂🙂"\n')
+    s = llm.stream("Say something in Japanese:", grammar=g, temperature=1.0, seed=4,
+                   max_tokens=60)
+    pieces = list(s)
+    text = "".join(pieces)
+    assert text == s.completion.text
+    assert text.startswith("日本語の") and text.endswith("🙂🙂")
+    assert all("\ufffd" not in p for p in pieces)
+    assert len(s.completion.tokens) > len(pieces) - 1 >= 2  # several tokens per character
+
+
 def test_stop_string_across_tokens(llm: lc.LLM) -> None:
     full = llm.complete(PROMPT, max_tokens=32, temperature=0).text
     # a stop string spanning several tokens in the middle of the output

@@ -58,3 +58,21 @@ def test_greedy_is_deterministic(smollm2_path: Path) -> None:
     b = ours(smollm2_path, "The capital of France is", 16)
     assert a[1] == b[1]
     assert len(a[1]) > 0
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("name", list(PROMPTS))
+def test_llm_complete_matches_llama_simple(name: str, model_paths: dict[str, Path],
+                                           tools_dir: Path) -> None:
+    path = model_paths[name]
+    prompt = PROMPTS[name]
+    reference = llama_simple(tools_dir, path, prompt, N_PREDICT)
+    with lc.Model(path) as model:
+        n_prompt = len(model.vocab.tokenize(prompt, add_special=True, parse_special=True))
+        with lc.LLM(model, n_ctx=n_prompt + N_PREDICT - 1, n_batch=n_prompt,
+                    n_threads=4, n_threads_batch=4) as llm:
+            r = llm.complete(prompt, max_tokens=N_PREDICT, temperature=0)
+        prompt_text = b"".join(model.vocab.token_to_piece(t, special=True)
+                               for t in model.vocab.tokenize(prompt, parse_special=True))
+    assert r.usage.completion_tokens == N_PREDICT
+    assert prompt_text + r.text.encode() + b"\n" == reference
