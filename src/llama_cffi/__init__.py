@@ -58,6 +58,8 @@ from .grammar import Grammar
 from .chat_template import ChatTemplate, TemplateError
 from .llm import LLM, Completion, Stream, Timings, TokenLogprob, Usage
 from .lora import LoraAdapter
+from .quantize import quantize
+from .speculative import DraftModel, IncompatibleDraftError, NgramSimple, SpecStats
 from .model import Model
 from .sampling import Candidates, PythonSampler, Sampler, SamplerChain
 from .system import Backend, Device, SystemInfo, devices, system_info
@@ -66,7 +68,8 @@ from .vocab import Vocab
 __all__ = [
     "__version__",
     "LLM", "Completion", "Stream", "Timings", "TokenLogprob", "Usage", "ChatTemplate",
-    "TemplateError",
+    "TemplateError", "DraftModel", "NgramSimple", "IncompatibleDraftError", "SpecStats",
+    "quantize",
     "Backend", "Batch", "Candidates", "Context", "Device", "Generation", "Grammar",
     "LoraAdapter", "Model", "PythonSampler", "Sampler", "SamplerChain", "SystemInfo", "TextStream", "Vocab",
     "FlashAttn", "GGMLType", "LoadMode", "PoolingType", "RopeScaling", "RopeType", "SplitMode",

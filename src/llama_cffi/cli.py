@@ -97,6 +97,54 @@ def _add_context_flags(p: argparse.ArgumentParser) -> None:
                    help="keep the KV cache in host memory")
 
 
+def _add_speculative_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speculative decoding")
+    g.add_argument("-md", "--model-draft", default=None,
+                   help="draft model (path or registry name) for draft-simple speculation")
+    g.add_argument("-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft", type=int,
+                   default=None, help="layers of the draft model on GPU/other devices")
+    g.add_argument("-devd", "--device-draft", default=None, help="devices for the draft model")
+    g.add_argument("--spec-type", choices=["draft-simple", "ngram-simple"], default=None,
+                   help="speculative decoding kind (default: draft-simple with -md)")
+    g.add_argument("--spec-draft-n-max", "--draft-max", "--draft", type=int, default=None,
+                   help="most tokens drafted per step (default 3)")
+    g.add_argument("--spec-draft-n-min", "--draft-min", type=int, default=0,
+                   help="fewest drafted tokens worth verifying (default 0)")
+    g.add_argument("--spec-draft-p-min", "--draft-p-min", type=float, default=0.0,
+                   help="stop drafting below this top probability (default 0.0)")
+    g.add_argument("-ctkd", "--cache-type-k-draft", default=None, help="draft KV cache type for K")
+    g.add_argument("-ctvd", "--cache-type-v-draft", default=None, help="draft KV cache type for V")
+    g.add_argument("--spec-ngram-simple-size-n", type=int, default=12,
+                   help="n-gram length looked up for ngram-simple (default 12)")
+    g.add_argument("--spec-ngram-simple-size-m", type=int, default=48,
+                   help="tokens proposed by ngram-simple (default 48)")
+
+
+def _speculative_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    if not a.model_draft and not a.spec_type:
+        return {}
+    kw: dict[str, Any] = {"speculative": a.spec_type,
+                          "draft_n_max": a.spec_draft_n_max, "draft_n_min": a.spec_draft_n_min,
+                          "draft_p_min": a.spec_draft_p_min,
+                          "ngram_size_n": a.spec_ngram_simple_size_n,
+                          "ngram_size_m": a.spec_ngram_simple_size_m}
+    if a.model_draft:
+        kw["draft_model"] = models.resolve(a.model_draft, progress=_status)
+        params: dict[str, Any] = {}
+        if a.gpu_layers_draft is not None:
+            params["n_gpu_layers"] = a.gpu_layers_draft
+        if a.device_draft:
+            params["devices"] = [d.strip() for d in a.device_draft.split(",") if d.strip()]
+        kw["draft_params"] = params
+        dctx: dict[str, Any] = {}
+        if a.cache_type_k_draft:
+            dctx["type_k"] = a.cache_type_k_draft
+        if a.cache_type_v_draft:
+            dctx["type_v"] = a.cache_type_v_draft
+        kw["draft_context_params"] = dctx
+    return kw
+
+
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
     g.add_argument("--temp", type=float, default=0.8, help="temperature; <= 0 is greedy (default 0.8)")
@@ -236,31 +284,29 @@ def _sampling_kwargs(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .generation import Generation, TextStream
-    from .model import Model
-
-    _add_rpc_servers(a)
-    path = models.resolve(a.model, progress=_status)
     prompt = a.prompt if a.prompt is not None else sys.stdin.read()
-    with Model(path, progress=_progress_printer("loading model"), **_model_kwargs(a)) as model:
-        with model.context(**_context_kwargs(a)) as ctx:
-            chain = sampling.SamplerChain.from_params(model, **_sampling_kwargs(a))
-            with chain:
-                tokens = model.vocab.tokenize(prompt, add_special=True, parse_special=True)
-                stream = TextStream(model.vocab)
-                out = sys.stdout
-                try:
-                    for token in Generation(ctx, chain, tokens, max_tokens=a.n_predict):
-                        piece = stream.add(token)
-                        if piece:
-                            out.write(piece)
-                            out.flush()
-                    out.write(stream.flush())
-                except KeyboardInterrupt:
-                    out.write("\n")
-                    return 130
-                out.write("\n")
+    llm = _load_llm(a)
+    out = sys.stdout
+    with llm:
+        try:
+            stream = llm.stream(prompt, max_tokens=a.n_predict, **_sampling_kwargs(a))
+            for piece in stream:
+                out.write(piece)
                 out.flush()
+        except KeyboardInterrupt:
+            out.write("\n")
+            return 130
+        out.write("\n")
+        out.flush()
+        c = stream.completion
+        if a.verbose_stats and c is not None:
+            t = c.timings
+            print(f"prompt: {c.usage.prompt_tokens} tokens ({c.usage.cached_tokens} cached), "
+                  f"{t.prompt_tokens_per_second:.1f} t/s; generation: {t.generated_tokens} "
+                  f"tokens, {t.generation_tokens_per_second:.1f} t/s"
+                  + (f"; drafted {t.drafted_tokens}, accepted {t.accepted_tokens} "
+                     f"({t.acceptance_rate:.1%}), {t.target_passes} target passes"
+                     if t.drafted_tokens else ""), file=sys.stderr)
     return 0
 
 
@@ -270,7 +316,7 @@ def _load_llm(a: argparse.Namespace) -> Any:
     _add_rpc_servers(a)
     path = models.resolve(a.model, progress=_status)
     return LLM(path, progress=_progress_printer("loading model"), **_model_kwargs(a),
-               **_context_kwargs(a))
+               **_context_kwargs(a), **_speculative_kwargs(a))
 
 
 def cmd_chat(a: argparse.Namespace) -> int:
@@ -402,9 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", nargs="?", default=None, help="the prompt (default: read stdin)")
     run.add_argument("-n", "--n-predict", type=int, default=-1,
                      help="tokens to generate, -1 = until end of generation or full context")
+    run.add_argument("--verbose-stats", action="store_true",
+                     help="print speeds (and speculative statistics) to stderr at the end")
     _add_model_flags(run)
     _add_context_flags(run)
     _add_sampling_flags(run)
+    _add_speculative_flags(run)
     run.set_defaults(func=cmd_run)
 
     chat = sub.add_parser("chat", help="talk with a model, using its chat template",
@@ -416,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(chat)
     _add_context_flags(chat)
     _add_sampling_flags(chat)
+    _add_speculative_flags(chat)
     chat.set_defaults(func=cmd_chat)
 
     info = sub.add_parser("info", help="model facts, chat template and memory estimate")

@@ -59,6 +59,13 @@ class Timings:
     generation_seconds: float = 0.0
     prompt_tokens_evaluated: int = 0
     generated_tokens: int = 0
+    drafted_tokens: int = 0  # speculative decoding: proposed by the draft
+    accepted_tokens: int = 0  # ... and kept by the target
+    target_passes: int = 0  # forward passes of the model during generation
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -144,7 +151,14 @@ class LLM:
         ``n_ctx`` defaults to 4096.
     """
 
-    def __init__(self, model: str | os.PathLike[str] | Model, **params: Any) -> None:
+    def __init__(self, model: str | os.PathLike[str] | Model, *,
+                 draft_model: str | os.PathLike[str] | Model | None = None,
+                 speculative: str | Any | None = None,
+                 draft_n_max: int | None = None, draft_n_min: int = 0,
+                 draft_p_min: float = 0.0, draft_params: Mapping[str, Any] | None = None,
+                 draft_context_params: Mapping[str, Any] | None = None,
+                 ngram_size_n: int = 12, ngram_size_m: int = 48,
+                 **params: Any) -> None:
         unknown = set(params) - _MODEL_PARAMS - _CONTEXT_PARAMS
         if unknown:
             raise TypeError(f"unknown parameter(s) {', '.join(sorted(unknown))}; LLM takes "
@@ -171,6 +185,41 @@ class LLM:
         self._step = Batch(1)
         self._embedder: Any = None
         self._embedder_key: tuple[Any, ...] | None = None
+        self.spec: Any = None
+        try:
+            self.spec = self._make_proposer(
+                draft_model, speculative, draft_n_max, draft_n_min, draft_p_min,
+                dict(draft_params or {}), dict(draft_context_params or {}), ngram_size_n,
+                ngram_size_m, ctx_kw)
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_proposer(self, draft_model: Any, kind: Any, n_max: int | None, n_min: int,
+                       p_min: float, draft_params: dict[str, Any],
+                       draft_ctx: dict[str, Any], size_n: int, size_m: int,
+                       ctx_kw: dict[str, Any]) -> Any:
+        from . import speculative as spec
+
+        if kind is not None and not isinstance(kind, str):
+            return kind  # a proposer object of the user's
+        if kind is None and draft_model is None:
+            return None
+        kind = kind or "draft-simple"
+        if kind in ("ngram", "ngram-simple"):
+            return spec.NgramSimple(size_n, size_m)
+        if kind in ("draft", "draft-simple"):
+            if draft_model is None:
+                raise ValueError("speculative='draft-simple' needs draft_model=")
+            draft_ctx.setdefault("n_ctx", self.ctx.n_ctx)
+            for key in ("n_threads", "n_threads_batch", "flash_attn"):
+                if key in ctx_kw:
+                    draft_ctx.setdefault(key, ctx_kw[key])
+            return spec.DraftModel(self.model, draft_model, n_max=n_max or 3, n_min=n_min,
+                                   p_min=p_min, model_params=draft_params, **draft_ctx)
+        raise ValueError(f"unknown speculative type {kind!r}: use 'draft-simple' or "
+                         "'ngram-simple' (MTP and EAGLE-3 need models that are not "
+                         "supported here yet)")
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -179,6 +228,11 @@ class LLM:
             self._executor.shutdown(wait=True)
             self._executor = None
         self._step.close()
+        if getattr(self, "_vbatch", None) is not None:
+            self._vbatch.close()
+        if getattr(self, "spec", None) is not None:
+            self.spec.close()
+            self.spec = None
         if self._embedder is not None:
             self._embedder.close()
         self.ctx.close()
@@ -248,6 +302,78 @@ class LLM:
         self._cache = list(tokens)
         return common, time.perf_counter() - t0
 
+    def _ensure_room(self, n: int, context_shift: bool) -> bool:
+        """Room for ``n`` more tokens in the context, shifting if allowed."""
+        ctx = self.ctx
+        if len(self._cache) + n <= ctx.n_ctx_seq:
+            return True
+        if not context_shift:
+            return False
+        n_keep = min(4, len(self._cache))
+        n_discard = max(n, (len(self._cache) - n_keep) // 2)
+        ctx.shift(0, n_keep, n_discard)
+        del self._cache[n_keep:n_keep + n_discard]
+        return True
+
+    def _tokens(self, chain: SamplerChain, timings: Timings, context_shift: bool,
+                want_logits: bool = False) -> Iterator[int]:
+        """Sampled tokens, one at a time; the memory always holds ``self._cache``.
+
+        A token is fed back (decoded) only when the consumer asks for the next
+        one, so the last token of an output is never decoded needlessly.
+        """
+        ctx, step, spec = self.ctx, self._step, self.spec
+
+        def pick(i: int = -1) -> int:
+            if want_logits:  # for logprobs: the distribution the token came from
+                self._last_logits = ctx.logits(i).astype(np.float64)
+            return chain.sample(ctx, i)
+
+        tok = pick()
+        while True:
+            yield tok
+            draft = spec.propose(self._cache, tok) if spec is not None else []
+            if not self._ensure_room(1 + len(draft), context_shift):
+                draft = []
+                if not self._ensure_room(1, context_shift):
+                    return
+            pos = len(self._cache)
+            if not draft:
+                step.clear()
+                step.add(tok, pos, (0,), True)
+                ctx.decode(step)
+                self._cache.append(tok)
+                timings.target_passes += 1
+                tok = pick()
+                continue
+            batch = self._verify_batch(len(draft) + 1)
+            batch.clear()
+            for i, t in enumerate([tok, *draft]):
+                batch.add(t, pos + i, (0,), True)
+            ctx.decode(batch)
+            self._cache += [tok, *draft]
+            timings.target_passes += 1
+            timings.drafted_tokens += len(draft)
+            for i in range(len(draft) + 1):
+                t = pick(i)
+                if i < len(draft) and t == draft[i]:
+                    timings.accepted_tokens += 1
+                    yield t
+                    continue
+                keep = pos + 1 + i  # tok and the accepted drafts
+                ctx.seq_rm(0, keep, -1)
+                del self._cache[keep:]
+                tok = t
+                break
+
+    def _verify_batch(self, n: int) -> Batch:
+        b = getattr(self, "_vbatch", None)
+        if b is None or b.capacity < n:
+            if b is not None:
+                b.close()
+            b = self._vbatch = Batch(max(n, 64))
+        return b
+
     def _run(self, prompt: str | Sequence[int], max_tokens: int, stop: Sequence[str],
              logprobs: int | None, cancel: Callable[[], bool] | threading.Event | None,
              context_shift: bool, add_special: bool, sampling: dict[str, Any],
@@ -260,7 +386,7 @@ class LLM:
                 sampling.get("json_schema") is not None
             chain = self._chain(dict(sampling))
             stops = [s for s in (stop or []) if s]
-            vocab, ctx, step = self.vocab, self.ctx, self._step
+            vocab = self.vocab
             usage = Usage(prompt_tokens=len(tokens))
             timings = Timings()
             out_tokens: list[int] = []
@@ -276,53 +402,44 @@ class LLM:
                 usage.cached_tokens, timings.prompt_seconds = self._prepare(tokens, context_shift)
                 timings.prompt_tokens_evaluated = len(tokens) - usage.cached_tokens
                 t_gen = time.perf_counter()
-                while max_tokens < 0 or len(out_tokens) < max_tokens:
-                    if is_cancelled():
-                        finish = "cancelled"
-                        break
-                    if lps is not None:
-                        raw = ctx.logits().astype(np.float64)
-                    token = chain.sample(ctx)
-                    if vocab.is_eog(token):
-                        finish = "grammar" if has_grammar else "stop"
-                        break
-                    out_tokens.append(token)
-                    if lps is not None:
-                        lps.append(self._logprob(raw, token, logprobs or 0))
-                    text += pieces.add(token)
-                    if stops:
-                        search_from = max(0, emitted - max(map(len, stops)))
-                        hits = [(text.find(s, search_from), s) for s in stops]
-                        hits = [(i, s) for i, s in hits if i >= 0]
-                        if hits:
-                            at, stop_hit = min(hits)
-                            text = text[:at]
-                            finish = "stop"
-                            if at > emitted:
-                                yield text[emitted:at]
-                            emitted = at
+                source = self._tokens(chain, timings, context_shift, lps is not None)
+                try:
+                    for token in source:
+                        if is_cancelled():
+                            finish = "cancelled"
                             break
-                        safe = len(text) - _stop_holdback(text, stops)
-                    else:
-                        safe = len(text)
-                    if safe > emitted:
-                        yield text[emitted:safe]
-                        emitted = safe
-                    # make room, then feed the token back
-                    pos = len(self._cache)
-                    if pos >= ctx.n_ctx_seq:
-                        if not context_shift:
+                        if vocab.is_eog(token):
+                            finish = "grammar" if has_grammar else "stop"
+                            break
+                        out_tokens.append(token)
+                        if lps is not None:
+                            lps.append(self._logprob(self._last_logits, token, logprobs or 0))
+                        text += pieces.add(token)
+                        if stops:
+                            search_from = max(0, emitted - max(map(len, stops)))
+                            hits = [(text.find(s, search_from), s) for s in stops]
+                            hits = [(i, s) for i, s in hits if i >= 0]
+                            if hits:
+                                at, stop_hit = min(hits)
+                                text = text[:at]
+                                finish = "stop"
+                                if at > emitted:
+                                    yield text[emitted:at]
+                                emitted = at
+                                break
+                            safe = len(text) - _stop_holdback(text, stops)
+                        else:
+                            safe = len(text)
+                        if safe > emitted:
+                            yield text[emitted:safe]
+                            emitted = safe
+                        if 0 <= max_tokens <= len(out_tokens):
                             finish = "length"
                             break
-                        n_keep = min(4, pos)
-                        n_discard = (pos - n_keep) // 2
-                        ctx.shift(0, n_keep, n_discard)
-                        del self._cache[n_keep:n_keep + n_discard]
-                        pos = len(self._cache)
-                    step.clear()
-                    step.add(token, pos, (0,), True)
-                    ctx.decode(step)
-                    self._cache.append(token)
+                    else:
+                        finish = "length"  # the context is full
+                finally:
+                    source.close()
                 timings.generation_seconds = time.perf_counter() - t_gen
             except GeneratorExit:
                 finish = "cancelled"
