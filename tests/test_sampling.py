@@ -361,3 +361,21 @@ def test_chain_performance_counters(smollm2: lc.Model) -> None:
         assert perf["n_sample"] == 5 and perf["t_sample_ms"] > 0
         chain.perf_reset()
         assert chain.perf()["n_sample"] == 0
+
+
+def test_temperature_zero_shortcut_equals_llama_cpps_full_chain(smollm2: lc.Model) -> None:
+    """from_params(temperature=0) keeps only penalties + greedy; llama.cpp runs its
+    whole chain with a zero temperature. Both must pick the same tokens."""
+    full = lc.SamplerChain([S.penalties(64, 1.3, 0.1, 0.1), S.top_n_sigma(-1), S.top_k(40),
+                            S.typical(1.0), S.top_p(0.95), S.min_p(0.05), S.xtc(0.0, 0.1),
+                            S.temp_ext(0.0, 0.0, 1.0), S.dist(seed=1)])
+    short = lc.SamplerChain.from_params(smollm2, temperature=0, repeat_penalty=1.3,
+                                        frequency_penalty=0.1, presence_penalty=0.1)
+    assert short.names == ["penalties", "greedy"]
+    outs = []
+    for chain in (full, short):
+        with smollm2.context(n_ctx=256) as ctx:
+            outs.append(list(lc.Generation(ctx, chain, smollm2.vocab.tokenize("Once upon a"),
+                                           max_tokens=40)))
+        chain.close()
+    assert outs[0] == outs[1]

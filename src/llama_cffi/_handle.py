@@ -20,7 +20,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._ffi import ffi
 from .errors import ClosedError
 
 _H = TypeVar("_H", bound="Handle")
@@ -29,7 +28,7 @@ _H = TypeVar("_H", bound="Handle")
 class Handle:
     """Base class for objects owning one C pointer."""
 
-    _ptr: Any = ffi.NULL
+    _ptr: Any = None  # None once closed (an identity test is the cheapest check)
     _finalizer: weakref.finalize | None = None
     _children: weakref.WeakSet[Handle] | None = None
 
@@ -50,13 +49,13 @@ class Handle:
     def ptr(self) -> Any:
         """The raw C pointer; raises ClosedError after close()."""
         ptr = self._ptr
-        if ptr == ffi.NULL:
+        if ptr is None:
             raise ClosedError(f"{type(self).__name__} is closed")
         return ptr
 
     @property
     def closed(self) -> bool:
-        return self._ptr == ffi.NULL
+        return self._ptr is None
 
     def close(self) -> None:
         """Free the C object now (closing its children first). Idempotent."""
@@ -64,7 +63,7 @@ class Handle:
         if children:
             for child in list(children):
                 child.close()
-        self._ptr = ffi.NULL
+        self._ptr = None
         finalizer = self._finalizer
         if finalizer is not None:
             self._finalizer = None
@@ -76,7 +75,7 @@ class Handle:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        self._ptr = ffi.NULL
+        self._ptr = None
         return ptr
 
     def __enter__(self: _H) -> _H:

@@ -421,6 +421,12 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.main(a)
+
+
 def cmd_system_info(a: argparse.Namespace) -> int:
     from .system import system_info
 
@@ -494,6 +500,28 @@ def build_parser() -> argparse.ArgumentParser:
     rpcp.add_argument("-t", "--threads", type=int, default=None, help="threads for the CPU device")
     rpcp.add_argument("-c", "--cache", default=None, help="directory to cache received tensors")
     rpcp.set_defaults(func=cmd_rpc_server)
+
+    from .context import default_threads
+
+    bn = sub.add_parser("bench", help="llama-bench's measurements through llama_cffi",
+                        description="pp/tg tokens per second as llama-bench measures them, "
+                                    "made through llama_cffi. Comma-separated values run "
+                                    "every combination, as in llama-bench.")
+    bn.add_argument("-m", "--model", default=models.DEFAULT_MODEL, help="model(s), comma-separated")
+    bn.add_argument("-p", "--n-prompt", default="512", help="prompt sizes (default 512)")
+    bn.add_argument("-n", "--n-gen", default="128", help="generation sizes (default 128)")
+    bn.add_argument("-pg", "--n-pg", default=None, help="prompt,generation pair (pp then tg)")
+    bn.add_argument("-r", "--repetitions", type=int, default=5, help="repetitions (default 5)")
+    bn.add_argument("-t", "--threads", default=str(default_threads()), help="thread counts")
+    bn.add_argument("-ngl", "--n-gpu-layers", default="99", help="GPU layers")
+    bn.add_argument("-ctk", "--cache-type-k", default="f16", help="K cache types")
+    bn.add_argument("-ctv", "--cache-type-v", default="f16", help="V cache types")
+    bn.add_argument("-fa", "--flash-attn", default="auto", help="on, off or auto")
+    bn.add_argument("-b", "--batch-size", default="2048", help="batch sizes (default 2048)")
+    bn.add_argument("-ub", "--ubatch-size", default="512", help="micro-batch sizes (default 512)")
+    bn.add_argument("-o", "--output", choices=["md", "json", "jsonl", "csv"], default="md",
+                    help="output format (default md)")
+    bn.set_defaults(func=cmd_bench)
 
     sysinfo = sub.add_parser("system-info", help="llama.cpp commit, backends, devices")
     sysinfo.set_defaults(func=cmd_system_info)

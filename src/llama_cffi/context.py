@@ -206,24 +206,24 @@ class Context(Handle):
 
     @property
     def n_ctx(self) -> int:
-        return int(lib.llama_n_ctx(self.ptr))
+        return lib.llama_n_ctx(self.ptr)
 
     @property
     def n_ctx_seq(self) -> int:
         """Context size available to one sequence."""
-        return int(lib.llama_n_ctx_seq(self.ptr))
+        return lib.llama_n_ctx_seq(self.ptr)
 
     @property
     def n_batch(self) -> int:
-        return int(lib.llama_n_batch(self.ptr))
+        return lib.llama_n_batch(self.ptr)
 
     @property
     def n_ubatch(self) -> int:
-        return int(lib.llama_n_ubatch(self.ptr))
+        return lib.llama_n_ubatch(self.ptr)
 
     @property
     def n_seq_max(self) -> int:
-        return int(lib.llama_n_seq_max(self.ptr))
+        return lib.llama_n_seq_max(self.ptr)
 
     @property
     def n_threads(self) -> int:
@@ -586,7 +586,7 @@ class Context(Handle):
         lib.llama_perf_context_reset(self.ptr)
 
     def close(self) -> None:
-        if self._ptr == ffi.NULL:
+        if self._ptr is None:
             return
         with self._lock:  # wait for a decode running on another thread
             if self._batch is not None:

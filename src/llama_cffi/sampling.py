@@ -688,8 +688,20 @@ def build_chain(vocab: Vocab, params: dict[str, Any]) -> SamplerChain:
             chain.add(grammar(vocab, p["grammar"]))
         if p["logit_bias"]:
             chain.add(logit_bias(vocab, p["logit_bias"]))
-        # temperature <= 0 needs no special case: the temperature sampler then
-        # keeps only the most likely token and dist picks it (llama.cpp's way).
+        if p["temperature"] <= 0 and p["mirostat"] == 0:
+            # llama.cpp runs its whole chain with temperature 0, which keeps only
+            # the arg-max of the penalised logits; the filters in between (top-k,
+            # top-p, min-p, ...) cannot change the arg-max. Same token, at the
+            # cost of the penalties and one scan instead of a chain of sorts.
+            if "penalties" in p["samplers"] and (p["repeat_penalty"] != 1.0 or
+                                                 p["frequency_penalty"] or p["presence_penalty"]):
+                chain.add(penalties(p["repeat_last_n"], p["repeat_penalty"],
+                                    p["frequency_penalty"], p["presence_penalty"]))
+            if "dry" in p["samplers"] and p["dry_multiplier"] > 0:
+                chain.add(dry(vocab, p["dry_multiplier"], p["dry_base"], p["dry_allowed_length"],
+                              p["dry_penalty_last_n"], p["dry_sequence_breakers"]))
+            chain.add(greedy())
+            return chain
         if p["mirostat"] == 1:
             chain.add(temp(p["temperature"]))
             chain.add(mirostat(vocab, p["mirostat_tau"], p["mirostat_eta"], 100, seed))
