@@ -160,8 +160,8 @@ def main(args: Any) -> int:
                                             if g:
                                                 results.append(bench(model, n_prompt=0,
                                                                      n_gen=g, **kw))
-                                        for pg in _strs(args.n_pg or ""):
-                                            p, g = (int(x) for x in pg.split(","))
+                                        for pg in args.n_pg:
+                                            p, g = _ints(pg)
                                             results.append(bench(model, n_prompt=p,
                                                                  n_gen=g, **kw))
     print(format_results(results, args.output))

@@ -510,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("-m", "--model", default=models.DEFAULT_MODEL, help="model(s), comma-separated")
     bn.add_argument("-p", "--n-prompt", default="512", help="prompt sizes (default 512)")
     bn.add_argument("-n", "--n-gen", default="128", help="generation sizes (default 128)")
-    bn.add_argument("-pg", "--n-pg", default=None, help="prompt,generation pair (pp then tg)")
+    bn.add_argument("-pg", "--n-pg", action="append", default=[], metavar="PP,TG",
+                    help="a prompt,generation pair measured together (repeatable)")
     bn.add_argument("-r", "--repetitions", type=int, default=5, help="repetitions (default 5)")
     bn.add_argument("-t", "--threads", default=str(default_threads()), help="thread counts")
     bn.add_argument("-ngl", "--n-gpu-layers", default="99", help="GPU layers")
