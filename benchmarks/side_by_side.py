@@ -6,8 +6,7 @@ median ratio); the cost of a trivial C call; the share of a generated token's
 time spent outside llama_decode in LLM.complete; tokenization throughput on
 ~1 MB of text versus llama-tokenize; model load time cold (file evicted from
 the page cache) and warm versus llama-completion's own load time; peak RSS of
-load + 128 generated tokens versus llama-completion. llama-cpp-python is added
-as a column when it is installed (optional).
+load + 128 generated tokens versus llama-completion.
 
     python benchmarks/side_by_side.py [--pairs 3] [--json out.json] > table.md
 """
@@ -141,12 +140,6 @@ def measure(name: str, threads: int, pairs: int) -> dict[str, Any]:
     row["rss_mib_llama_completion"] = rss_of([
         str(tools_dir() / "llama-completion"), "-m", str(path), "-p", "Once upon a time",
         "-n", "128", "-t", "2", "--temp", "0", "-no-cnv", "-c", "512"])
-    try:  # optional column
-        import llama_cpp  # noqa: F401
-
-        row["llama_cpp_python"] = "installed (not measured by this script yet)"
-    except ImportError:
-        row["llama_cpp_python"] = "not installed"
     return row
 
 
@@ -174,7 +167,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
          lambda r: f"{r['load_warm_ms_ours']:.0f} / {r['load_warm_ms_llama_completion']:.0f}")
     line("peak RSS MiB, load + 128 tokens: llama_cffi / llama-completion",
          lambda r: f"{r['rss_mib_ours']:.0f} / {r['rss_mib_llama_completion']:.0f}")
-    line("llama-cpp-python", lambda r: r["llama_cpp_python"])
     return "\n".join(out)
 
 
