@@ -10,7 +10,6 @@ import argparse
 import random
 import re
 import subprocess
-import time
 
 import llama_cffi as lc
 
@@ -50,7 +49,6 @@ def main() -> None:
             # ignore_eos is not a thing here: random prompts rarely end early
             res = llm.generate_batch(prompts, max_tokens=a.n_gen, temperature=0)
             batch_tps = res[0].timings.generated_tokens / res[0].timings.generation_seconds
-            t0 = time.perf_counter()
             n = 0
             gen_time = 0.0
             for p in prompts:

@@ -16,7 +16,6 @@ tie and the speculative run took the other tied token.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

@@ -220,7 +220,7 @@ def _parse_override_kv(spec: str) -> tuple[str, Any]:
     conv = {"int": int, "float": float, "str": str,
             "bool": lambda v: v.lower() in ("1", "true", "yes", "on")}
     if kind not in conv:
-        raise SystemExit(f"llama-cffi: error: --override-kv type must be int, float, bool or str")
+        raise SystemExit("llama-cffi: error: --override-kv type must be int, float, bool or str")
     return key, conv[kind](value)
 
 

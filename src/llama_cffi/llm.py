@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 from . import chat_template as _chat
 from .batch import Batch
 from .context import Context
-from .errors import ContextFullError, LlamaError
+from .errors import ContextFullError
 from .generation import TextStream
 from .grammar import Grammar
 from .model import Model
@@ -594,10 +593,3 @@ class LLM:
     def __repr__(self) -> str:
         return f"<LLM {self.model!r} n_ctx={self.ctx.n_ctx}>"
 
-
-def load(model: str | os.PathLike[str] | Path, **params: Any) -> LLM:
-    """Shorthand for ``LLM(model, **params)``."""
-    return LLM(model, **params)
-
-
-__all__ = ["LLM", "Completion", "Usage", "Timings", "TokenLogprob", "Stream", "LlamaError"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _log
-from ._cstr import sized_string
+from ._cstr import metadata_dict
 from ._ffi import ffi, lib
 from ._handle import Handle
 from .errors import ModelLoadError
@@ -51,14 +51,9 @@ class LoraAdapter(Handle):
 
     @property
     def metadata(self) -> dict[str, str]:
-        ptr = self.ptr
-        out: dict[str, str] = {}
-        for i in range(lib.llama_adapter_meta_count(ptr)):
-            key = sized_string(lambda b, n: lib.llama_adapter_meta_key_by_index(ptr, i, b, n))
-            val = sized_string(
-                lambda b, n: lib.llama_adapter_meta_val_str_by_index(ptr, i, b, n))
-            out[key or ""] = val or ""
-        return out
+        return metadata_dict(self.ptr, lib.llama_adapter_meta_count,
+                             lib.llama_adapter_meta_key_by_index,
+                             lib.llama_adapter_meta_val_str_by_index)
 
     def __hash__(self) -> int:
         return id(self)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _log, placement
 from ._callbacks import CallbackState
-from ._cstr import sized_string
+from ._cstr import metadata_dict, sized_string
 from ._ffi import ensure_initialised, ffi, lib
 from ._handle import Handle
 from .enums import EnumLike, LoadMode, RopeType, SplitMode, parse_enum
@@ -282,13 +282,9 @@ class Model(Handle):
     @property
     def metadata(self) -> dict[str, str]:
         """All GGUF metadata key/value pairs, values rendered as strings by llama.cpp."""
-        ptr = self.ptr
-        out: dict[str, str] = {}
-        for i in range(lib.llama_model_meta_count(ptr)):
-            key = sized_string(lambda b, n: lib.llama_model_meta_key_by_index(ptr, i, b, n))
-            val = sized_string(lambda b, n: lib.llama_model_meta_val_str_by_index(ptr, i, b, n))
-            out[key or ""] = val or ""
-        return out
+        return metadata_dict(self.ptr, lib.llama_model_meta_count,
+                             lib.llama_model_meta_key_by_index,
+                             lib.llama_model_meta_val_str_by_index)
 
     def meta(self, key: str) -> str | None:
         """One metadata value, or None if the key is absent."""

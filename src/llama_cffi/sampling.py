@@ -776,12 +776,3 @@ def model_sampling_defaults(model: Model) -> dict[str, Any]:
             except ValueError:
                 _log.logger.warning("ignoring malformed %s = %r in the model", key, value)
     return out
-
-
-def default_chain(*, temperature: float = 0.8, top_k_: int = 40, top_p_: float = 0.95,
-                  min_p_: float = 0.05, seed: int = DEFAULT_SEED) -> SamplerChain:
-    """llama.cpp's default chain for the given values; ``temperature <= 0`` is greedy."""
-    if temperature <= 0:
-        return SamplerChain([greedy()])
-    return SamplerChain([top_k(top_k_), top_p(top_p_), min_p(min_p_), temp(temperature),
-                         dist(seed)])
