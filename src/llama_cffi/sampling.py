@@ -241,6 +241,8 @@ class Candidates:
     @classmethod
     def from_logits(cls, logits: np.ndarray) -> Candidates:
         """Candidates for every token from a logits vector (for testing samplers)."""
+        if len(logits) == 0:
+            raise ValueError("candidates need at least one token")
         data = ffi.new("llama_token_data[]", len(logits))
         view = np.frombuffer(ffi.buffer(data), dtype=TOKEN_DATA)
         view["id"] = np.arange(len(logits), dtype=np.int32)
