@@ -5,6 +5,7 @@
 #include "ggml.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
+#include "gguf.h"
 #ifdef LLAMA_CFFI_HAVE_RPC
 #include "ggml-rpc.h"
 #endif

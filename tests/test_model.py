@@ -111,3 +111,35 @@ def test_batch_of_embeddings(smollm2: lc.Model) -> None:
         assert np.isfinite(ctx.logits()).all()
         assert ctx.seq_pos_max(0) == 2
         batch.close()
+
+
+def test_control_vector_files(smollm2: lc.Model, tmp_path: Path) -> None:
+    import gguf
+
+    rng = np.random.default_rng(1)
+    vec = rng.standard_normal((smollm2.n_layer, smollm2.n_embd)).astype(np.float32)
+    path = tmp_path / "cv.gguf"
+    w = gguf.GGUFWriter(str(path), "controlvector")
+    for layer in range(1, smollm2.n_layer + 1):
+        w.add_tensor(f"direction.{layer}", vec[layer - 1])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tokens = smollm2.vocab.tokenize("The weather today is")
+    with smollm2.context(n_ctx=128) as ctx:
+        def logits() -> np.ndarray:
+            ctx.clear()
+            ctx.eval_tokens(tokens, 0)
+            return ctx.logits().copy()
+
+        ctx.set_control_vector(vec * 0.5, 1, smollm2.n_layer)
+        from_array = logits()
+        ctx.load_control_vectors([(path, 0.25), (path, 0.25)])  # scaled and summed
+        np.testing.assert_allclose(logits(), from_array, atol=1e-5)
+        bad = tmp_path / "bad.gguf"
+        bad.write_bytes(b"GGUF" + b"\0" * 16)
+        with pytest.raises(lc.LlamaError, match="not a readable GGUF"):
+            ctx.load_control_vectors([bad])
+        with pytest.raises(lc.LlamaError, match="direction"):
+            ctx.load_control_vectors([smollm2.path])  # a model is not a control vector

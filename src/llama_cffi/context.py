@@ -573,6 +573,21 @@ class Context(Handle):
         if rc != 0:
             raise LlamaError("could not apply the control vector")
 
+    def load_control_vectors(self, files: Sequence[tuple[str | os.PathLike[str], float]]
+                             | Sequence[str | os.PathLike[str]], il_start: int = 1,
+                             il_end: int | None = None) -> None:
+        """Apply control vector files (``--control-vector FILE`` /
+        ``--control-vector-scaled FILE SCALE``, ``--control-vector-layer-range``)."""
+        from . import control_vector
+
+        pairs = [(f, 1.0) if isinstance(f, (str, os.PathLike)) else (f[0], float(f[1]))
+                 for f in files]
+        data = control_vector.combine(pairs)
+        if data.shape[1] != self._n_embd:
+            raise LlamaError(f"the control vectors have n_embd {data.shape[1]}, the model "
+                             f"{self._n_embd}")
+        self.set_control_vector(data, il_start, il_end if il_end is not None else data.shape[0])
+
     # -- performance ------------------------------------------------------------
 
     def perf(self) -> dict[str, float]:
