@@ -88,6 +88,12 @@ del ctx, chain
 gc.collect()
 print("freed", v.n_tokens > 0)
 """,
+    "numpy views of a closed batch": """
+b = lc.Batch(4)
+t = b.tokens
+b.close()
+print("OK", b.tokens.shape, b.positions.shape, b.output.shape)
+""",
     "decode of a closed batch": """
 ctx = m.context(n_ctx=64)
 b = lc.Batch(4)

@@ -130,6 +130,17 @@ def test_cancel_mid_stream_keeps_the_llm_usable(llm: lc.LLM) -> None:
     assert llm.complete(PROMPT, max_tokens=8, cancel=ev).finish_reason == "cancelled"
 
 
+def test_a_paused_stream_does_not_block_the_next_call(llm: lc.LLM) -> None:
+    s = llm.stream(PROMPT, max_tokens=50, temperature=0)
+    first = next(s)  # the stream now holds the LLM; it is left unfinished
+    assert first
+    r = llm.complete(PROMPT, max_tokens=4, temperature=0)  # would wait forever
+    assert r.usage.completion_tokens == 4
+    assert s.completion is not None and s.completion.finish_reason == "cancelled"
+    with pytest.raises(StopIteration):
+        next(s)
+
+
 def test_context_limits(smollm2_path: Path) -> None:
     with lc.LLM(smollm2_path, n_ctx=256) as small:
         long_prompt = "word " * 400

@@ -55,13 +55,18 @@ def test_load_modes(smollm2_path: Path) -> None:
         lc.Model(smollm2_path, load_mode="mmap", use_mmap=True)
 
 
+def fresh_logits(ctx: lc.Context, tokens: list[int]) -> np.ndarray:
+    """Logits after the prompt alone, from an emptied context (a copy)."""
+    ctx.clear()
+    ctx.eval_tokens(tokens, 0)
+    return ctx.logits().copy()
+
+
 def test_control_vector(smollm2: lc.Model) -> None:
     tokens = smollm2.vocab.tokenize("The weather today is")
     with smollm2.context(n_ctx=128) as ctx:
         def logits() -> np.ndarray:
-            ctx.clear()
-            ctx.eval_tokens(tokens, 0)
-            return ctx.logits().copy()
+            return fresh_logits(ctx, tokens)
 
         base = logits()
         rng = np.random.default_rng(0)
@@ -129,9 +134,7 @@ def test_control_vector_files(smollm2: lc.Model, tmp_path: Path) -> None:
     tokens = smollm2.vocab.tokenize("The weather today is")
     with smollm2.context(n_ctx=128) as ctx:
         def logits() -> np.ndarray:
-            ctx.clear()
-            ctx.eval_tokens(tokens, 0)
-            return ctx.logits().copy()
+            return fresh_logits(ctx, tokens)
 
         ctx.set_control_vector(vec * 0.5, 1, smollm2.n_layer)
         from_array = logits()

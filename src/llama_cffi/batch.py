@@ -73,6 +73,17 @@ class Batch(Handle):
         """Empty the batch (its memory is kept for reuse)."""
         self.ptr[0].n_tokens = 0
 
+    def close(self) -> None:
+        """Free the C arrays; the numpy views of this batch become empty."""
+        empty32 = np.zeros(0, dtype=np.int32)
+        if self.embd:
+            self.embeddings = np.zeros((0, self.embd), dtype=np.float32)
+        else:
+            self.tokens = empty32
+        self.positions = self.n_seq_ids = empty32
+        self.output = np.zeros(0, dtype=np.int8)
+        super().close()
+
     def add(self, token: int, pos: int, seq_ids: Sequence[int] = (0,), output: bool = False) -> None:
         """Append one token at position ``pos`` belonging to ``seq_ids``.
 

@@ -20,6 +20,7 @@ import inspect
 import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +108,9 @@ class Stream:
     """Iterator over the text pieces of a generation; ``completion`` is set at the end.
 
     Closing it early (``break`` out of the loop, or ``close()``) ends the
-    generation with finish_reason ``"cancelled"``; the LLM stays usable.
+    generation with finish_reason ``"cancelled"``; the LLM stays usable. An LLM
+    runs one generation at a time: starting another call while a stream is
+    left unfinished cancels that stream (instead of waiting for it forever).
     """
 
     def __init__(self, gen: Iterator[str], holder: list[Completion]) -> None:
@@ -184,6 +187,7 @@ class LLM:
         self._step = Batch(1)
         self._embedder: Any = None
         self._embedder_key: tuple[Any, ...] | None = None
+        self._open_stream: weakref.ref[Any] | None = None
         self.spec: Any = None
         try:
             self.spec = self._make_proposer(
@@ -223,6 +227,7 @@ class LLM:
     # -- lifetime ---------------------------------------------------------------------
 
     def close(self) -> None:
+        self._cancel_open_stream()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -488,9 +493,20 @@ class LLM:
         sampling: SamplerChain.from_params parameters (temperature, top_k, seed,
             repeat_penalty, grammar, ...) plus ``json_schema``.
         """
+        self._cancel_open_stream()
         holder: list[Completion] = []
-        return Stream(self._run(prompt, max_tokens, stop or [], logprobs, cancel,
-                                context_shift, add_special, sampling, holder), holder)
+        gen = self._run(prompt, max_tokens, stop or [], logprobs, cancel, context_shift,
+                        add_special, sampling, holder)
+        self._open_stream = weakref.ref(gen)
+        return Stream(gen, holder)
+
+    def _cancel_open_stream(self) -> None:
+        """Close a stream that was left paused: it holds this LLM's lock."""
+        ref = getattr(self, "_open_stream", None)
+        gen = ref() if ref is not None else None
+        if gen is not None and gen.gi_frame is not None and not gen.gi_running:
+            gen.close()
+        self._open_stream = None
 
     def complete(self, prompt: str | Sequence[int], **kw: Any) -> Completion:
         """Like :meth:`stream`, returning the whole :class:`Completion`."""
@@ -525,6 +541,7 @@ class LLM:
         """
         from .batched import generate_batch
 
+        self._cancel_open_stream()
         with self._lock:
             self._cache = []  # the batch uses every sequence
             return generate_batch(self, prompts, max_tokens=max_tokens, sampling=sampling)
@@ -544,6 +561,7 @@ class LLM:
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         key = (pooling, n_batch)
+        self._cancel_open_stream()
         with self._lock:
             if self._embedder is None or self._embedder_key != key:
                 if self._embedder is not None:
