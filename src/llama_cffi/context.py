@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +38,24 @@ _QUANTIZED_KV = {GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.IQ4_NL,
 def _free_context(ptr: Any, model: Model) -> None:
     # ``model`` rides along so the Model is freed only after its contexts.
     lib.llama_free(ptr)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _exclusive(method: _F) -> _F:
+    """Run a Context method only while no other thread uses the context
+    (decode, memory, state and outputs all touch the same C object)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Context, *args: Any, **kwargs: Any) -> Any:
+        self._enter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._lock.release()
+
+    return wrapper  # type: ignore[return-value]
 
 
 def default_threads() -> int:
@@ -83,7 +102,8 @@ class Context(Handle):
         current decode (which then raises DecodeAbortedError).
 
     A context is used by one thread at a time: a second thread calling
-    ``decode`` while one is running gets a LlamaError instead of corrupting it.
+    ``decode`` (or any memory, state or output method) while another is busy
+    with it gets a LlamaError instead of racing it.
     """
 
     def __init__(
@@ -195,7 +215,7 @@ class Context(Handle):
         self._n_vocab = model.vocab.n_tokens
         self._n_embd = model.n_embd
         self._batch: Batch | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: shift() calls seq_rm()
         self._loras: dict[LoraAdapter, float] = {}
         self.buffers: dict[str, dict[str, int]] = {
             kind: _log.buffer_sizes(lines, kind) for kind in ("KV", "RS", "compute", "output")}
@@ -233,6 +253,7 @@ class Context(Handle):
     def n_threads_batch(self) -> int:
         return int(lib.llama_n_threads_batch(self.ptr))
 
+    @_exclusive
     def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
         if n_threads < 1 or (n_threads_batch is not None and n_threads_batch < 1):
             raise ValueError("thread counts must be >= 1")
@@ -331,6 +352,7 @@ class Context(Handle):
             batch.set_tokens(chunk, start_pos + i, seq_id=seq_id, output_last=(i + step >= n))
             self.decode(batch)
 
+    @_exclusive
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits for the token at index ``i`` of the last batch (it must have
         been marked as output); negative ``i`` counts the outputs from the end.
@@ -343,6 +365,7 @@ class Context(Handle):
             raise LlamaError(f"no logits for output {i}: was it marked as output in the batch?")
         return np.frombuffer(ffi.buffer(ptr, self._n_vocab * 4), dtype=np.float32)
 
+    @_exclusive
     def embeddings(self, i: int = -1) -> np.ndarray:
         """Embedding for the token at batch index ``i`` (context created with
         ``embeddings=True``); negative ``i`` counts the outputs from the end.
@@ -355,6 +378,7 @@ class Context(Handle):
                              "embeddings=True and mark the token as output")
         return np.frombuffer(ffi.buffer(ptr, self._n_embd * 4), dtype=np.float32)
 
+    @_exclusive
     def seq_embeddings(self, seq_id: int = 0) -> np.ndarray:
         """Pooled embedding of sequence ``seq_id`` (pooling other than ``none``)."""
         ptr = lib.llama_get_embeddings_seq(self.ptr, seq_id)
@@ -369,6 +393,7 @@ class Context(Handle):
     def _mem(self) -> Any:
         return lib.llama_get_memory(self.ptr)
 
+    @_exclusive
     def clear(self, data: bool = True) -> None:
         """Forget all tokens of all sequences (``llama_memory_clear``)."""
         lib.llama_memory_clear(self._mem(), data)
@@ -379,6 +404,7 @@ class Context(Handle):
         if not 0 <= seq_id < self.n_seq_max:
             raise ValueError(f"seq_id {seq_id} is outside 0..{self.n_seq_max - 1}")
 
+    @_exclusive
     def seq_rm(self, seq_id: int = -1, p0: int = -1, p1: int = -1) -> bool:
         """Remove positions [p0, p1) of ``seq_id`` (-1: all sequences / open ends).
 
@@ -388,17 +414,20 @@ class Context(Handle):
         self._check_seq(seq_id, allow_all=True)
         return bool(lib.llama_memory_seq_rm(self._mem(), seq_id, p0, p1))
 
+    @_exclusive
     def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
         """Make positions [p0, p1) of ``src`` also belong to ``dst`` (shares cells)."""
         self._check_seq(src)
         self._check_seq(dst)
         lib.llama_memory_seq_cp(self._mem(), src, dst, p0, p1)
 
+    @_exclusive
     def seq_keep(self, seq_id: int) -> None:
         """Remove every sequence except ``seq_id``."""
         self._check_seq(seq_id)
         lib.llama_memory_seq_keep(self._mem(), seq_id)
 
+    @_exclusive
     def seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None:
         """Shift positions [p0, p1) of ``seq_id`` by ``delta`` (RoPE is updated)."""
         self._check_seq(seq_id, allow_all=True)
@@ -406,6 +435,7 @@ class Context(Handle):
             raise LlamaError("this model's memory cannot shift positions")
         lib.llama_memory_seq_add(self._mem(), seq_id, p0, p1, delta)
 
+    @_exclusive
     def seq_div(self, seq_id: int, p0: int, p1: int, d: int) -> None:
         """Divide positions [p0, p1) of ``seq_id`` by ``d`` (self-extend)."""
         self._check_seq(seq_id, allow_all=True)
@@ -415,11 +445,13 @@ class Context(Handle):
             raise LlamaError("this model's memory cannot shift positions")
         lib.llama_memory_seq_div(self._mem(), seq_id, p0, p1, d)
 
+    @_exclusive
     def seq_pos_min(self, seq_id: int = 0) -> int:
         """Smallest position stored for ``seq_id``, -1 if none."""
         self._check_seq(seq_id)
         return int(lib.llama_memory_seq_pos_min(self._mem(), seq_id))
 
+    @_exclusive
     def seq_pos_max(self, seq_id: int = 0) -> int:
         """Largest position stored for ``seq_id``, -1 if none."""
         self._check_seq(seq_id)
@@ -429,6 +461,7 @@ class Context(Handle):
     def can_shift(self) -> bool:
         return bool(lib.llama_memory_can_shift(self._mem()))
 
+    @_exclusive
     def shift(self, seq_id: int, n_keep: int, n_discard: int) -> int:
         """Context shift as llama.cpp does it: drop ``n_discard`` tokens after the
         first ``n_keep`` and move the rest back. Returns the new next position."""
@@ -443,6 +476,7 @@ class Context(Handle):
 
     # -- state -------------------------------------------------------------------
 
+    @_exclusive
     def state_get(self) -> bytes:
         """The state of the context's memory (KV cache of all sequences) as bytes.
 
@@ -456,6 +490,7 @@ class Context(Handle):
         n = lib.llama_state_get_data(ctx, buf, size)
         return ffi.unpack(ffi.cast("char *", buf), n)
 
+    @_exclusive
     def state_set(self, data: bytes) -> None:
         """Restore a state from :meth:`state_get` (same model and context size)."""
         mark = _log.mark()
@@ -464,6 +499,7 @@ class Context(Handle):
             raise LlamaError("could not restore the state (different model or context?)",
                              log=_log.problems_since(mark))
 
+    @_exclusive
     def save_state(self, path: str | os.PathLike[str], tokens: Sequence[int] = ()) -> None:
         """Write the state and ``tokens`` (the prompt it holds) to a file."""
         arr = ffi.new("llama_token[]", list(tokens))
@@ -471,6 +507,7 @@ class Context(Handle):
         if not lib.llama_state_save_file(self.ptr, os.fsencode(path), arr, len(tokens)):
             raise LlamaError(f"could not save the state to {path}", log=_log.problems_since(mark))
 
+    @_exclusive
     def load_state(self, path: str | os.PathLike[str], max_tokens: int | None = None) -> list[int]:
         """Restore a state file; returns the tokens saved with it."""
         cap = self.n_ctx if max_tokens is None else max_tokens
@@ -484,6 +521,7 @@ class Context(Handle):
                              log=_log.problems_since(mark))
         return ffi.unpack(arr, count[0])
 
+    @_exclusive
     def seq_state_get(self, seq_id: int = 0) -> bytes:
         """The memory of one sequence as bytes."""
         self._check_seq(seq_id)
@@ -493,6 +531,7 @@ class Context(Handle):
         n = lib.llama_state_seq_get_data(ctx, buf, size, seq_id)
         return ffi.unpack(ffi.cast("char *", buf), n)
 
+    @_exclusive
     def seq_state_set(self, data: bytes, seq_id: int = 0) -> None:
         """Load :meth:`seq_state_get` bytes into sequence ``seq_id``."""
         self._check_seq(seq_id)
@@ -501,6 +540,7 @@ class Context(Handle):
             raise LlamaError(f"could not restore sequence {seq_id} (no room, or other model?)",
                              log=_log.problems_since(mark))
 
+    @_exclusive
     def save_seq_state(self, path: str | os.PathLike[str], seq_id: int = 0,
                        tokens: Sequence[int] = ()) -> None:
         self._check_seq(seq_id)
@@ -511,6 +551,7 @@ class Context(Handle):
             raise LlamaError(f"could not save sequence {seq_id} to {path}",
                              log=_log.problems_since(mark))
 
+    @_exclusive
     def load_seq_state(self, path: str | os.PathLike[str], seq_id: int = 0,
                        max_tokens: int | None = None) -> list[int]:
         self._check_seq(seq_id)
@@ -528,6 +569,7 @@ class Context(Handle):
 
     # -- LoRA --------------------------------------------------------------------
 
+    @_exclusive
     def set_loras(self, adapters: Mapping[LoraAdapter, float]) -> None:
         """Use exactly these LoRA adapters with these scales (``--lora-scaled``).
 
@@ -552,6 +594,7 @@ class Context(Handle):
     def loras(self) -> dict[LoraAdapter, float]:
         return dict(self._loras)
 
+    @_exclusive
     def set_control_vector(self, data: np.ndarray | None, il_start: int = 1,
                            il_end: int | None = None) -> None:
         """Add a control vector to layers [il_start, il_end] (``--control-vector``).
@@ -597,6 +640,7 @@ class Context(Handle):
                 "t_eval_ms": d.t_eval_ms, "n_p_eval": d.n_p_eval, "n_eval": d.n_eval,
                 "n_reused": d.n_reused}
 
+    @_exclusive
     def perf_reset(self) -> None:
         lib.llama_perf_context_reset(self.ptr)
 
