@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
+from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 
 import llama_cffi as lc
-from llama_cffi.json_schema import to_gbnf
+from llama_cffi.objects.json_schema import to_gbnf
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 24}
 SCHEMAS: dict[str, dict] = {
@@ -107,12 +110,13 @@ def check_formats(value: object, schema: dict) -> None:
                 uuid.UUID(v)
 
 
-def generate(model: lc.Model, schema: dict, temperature: float, seed: int) -> str:
-    grammar = lc.Grammar.from_json_schema(schema)
+def generate(model: lc.Model, schema: dict, temperature: float, seed: int,
+             prompt: str = PROMPT, **options: Any) -> str:
+    grammar = lc.Grammar.from_json_schema(schema, **options)
     with model.context(n_ctx=1024) as ctx, lc.SamplerChain.from_params(
             model, temperature=temperature, seed=seed, grammar=grammar) as chain:
         stream = lc.TextStream(model.vocab)
-        gen = lc.Generation(ctx, chain, model.vocab.tokenize(PROMPT), max_tokens=400)
+        gen = lc.Generation(ctx, chain, model.vocab.tokenize(prompt), max_tokens=400)
         text = "".join(stream.add(t) for t in gen) + stream.flush()
         assert gen.finish_reason == "stop", f"did not finish: {text!r}"
         return text
@@ -198,7 +202,7 @@ def test_integer_ranges_are_exact() -> None:
     """Every integer the range grammar accepts is in range, checked by enumeration
     through llama.cpp's own grammar engine on a tiny vocabulary-free test: we
     expand the grammar with Python's re for the digit part."""
-    from llama_cffi.json_schema import _int_range
+    from llama_cffi.objects.json_schema import _int_range
 
     def to_regex(g: str) -> str:
         r = g.replace(" ", "").replace('"', "")
@@ -209,3 +213,205 @@ def test_integer_ranges_are_exact() -> None:
         pattern = re.compile(to_regex(_int_range(lo, hi)))
         accepted = {n for n in range(-1200, 1200) if pattern.fullmatch(str(n))}
         assert accepted == set(range(lo, hi + 1)), (lo, hi)
+
+
+# -- converter options (llama.cpp's --prop-order, --dotall, --raw-pattern, --allow-fetch) ---
+
+
+def matches(model: lc.Model, grammar: lc.Grammar, text: str) -> bool:
+    """Whether llama.cpp's grammar engine accepts exactly ``text``: every token
+    of it, and then the end of generation."""
+    with lc.SamplerChain([grammar.sampler(model)]) as chain:
+        try:
+            for t in model.vocab.tokenize(text, add_special=False):
+                chain.accept(t)
+        except lc.GrammarError:
+            return False
+        candidates = lc.Candidates.from_logits(np.zeros(len(model.vocab), dtype=np.float32))
+        chain.apply(candidates)
+        eos = model.vocab.eos
+        assert eos is not None
+        return bool(np.isfinite(candidates.logits[eos]))
+
+
+PERSON = {"type": "object", "properties": {
+    "name": NAME, "age": {"type": "integer", "minimum": 0, "maximum": 120}, "city": NAME},
+    "required": ["name", "age", "city"]}
+ANN = {"name": "Ann", "age": 30, "city": "Oslo"}
+
+
+def test_matches_helper_tells_complete_documents(smollm2: lc.Model) -> None:
+    grammar = lc.Grammar.from_json_schema(PERSON)
+    assert matches(smollm2, grammar, json.dumps(ANN))
+    assert not matches(smollm2, grammar, json.dumps(ANN)[:-1])  # a prefix only
+    assert not matches(smollm2, grammar, json.dumps({**ANN, "age": 121}))
+
+
+def test_default_property_order_is_schema_order(smollm2: lc.Model) -> None:
+    value = json.loads(generate(smollm2, PERSON, 0.0, 1))
+    jsonschema.validate(value, PERSON)
+    assert list(value) == ["name", "age", "city"]
+
+
+@pytest.mark.parametrize("order", [["city", "age"], "city, age", {"age": 5, "city": 2}])
+def test_prop_order_orders_the_generated_keys(smollm2: lc.Model, order: Any) -> None:
+    # as --prop-order=city,age: listed names first, in that order, then the rest
+    value = json.loads(generate(smollm2, PERSON, 0.0, 1, prop_order=order))
+    jsonschema.validate(value, PERSON)
+    assert list(value) == ["city", "age", "name"]
+    grammar = lc.Grammar.from_json_schema(PERSON, prop_order=order)
+    reordered = {"city": "Oslo", "age": 30, "name": "Ann"}
+    assert matches(smollm2, grammar, json.dumps(reordered))
+    assert not matches(smollm2, grammar, json.dumps(ANN))
+
+
+def test_prop_order_applies_to_nested_objects_and_keeps_required_first(
+        smollm2: lc.Model) -> None:
+    schema = {"type": "object", "properties": {
+        "b": {"type": "integer"}, "a": {"type": "integer"},
+        "inner": {"type": "object", "properties": {"b": {"type": "integer"},
+                                                   "a": {"type": "integer"}},
+                  "required": ["a", "b"]}}, "required": ["b", "inner"]}
+    grammar = lc.Grammar.from_json_schema(schema, prop_order=["a", "b"])
+    # required b and inner come before optional a (as llama.cpp); inside inner, a then b
+    assert matches(smollm2, grammar, '{"b": 1, "inner": {"a": 2, "b": 3}, "a": 4}')
+    assert matches(smollm2, grammar, '{"b": 1, "inner": {"a": 2, "b": 3}}')
+    assert not matches(smollm2, grammar, '{"a": 4, "b": 1, "inner": {"a": 2, "b": 3}}')
+    assert not matches(smollm2, grammar, '{"b": 1, "inner": {"b": 3, "a": 2}}')
+
+
+DOT = {"type": "string", "pattern": "^a.b$"}
+
+
+def test_dot_matches_no_newline_unless_dotall(smollm2: lc.Model) -> None:
+    plain = lc.Grammar.from_json_schema(DOT)
+    dotall = lc.Grammar.from_json_schema(DOT, dotall=True)
+    # line terminators: JSON escapes, \u escapes, and U+2028/U+2029 raw
+    for doc in ['"a\\nb"', '"a\\rb"', '"a\\u000Ab"', '"a\\u000db"', '"a\\u2028b"',
+                '"a\\u2029b"', '"a\u2028b"', '"a\u2029b"']:
+        assert json.loads(doc)[1] in "\n\r\u2028\u2029"
+        assert not matches(smollm2, plain, doc), doc
+        assert matches(smollm2, dotall, doc), doc
+    # without dotall, '.' still matches every other character, raw or escaped
+    for doc in ['"a-b"', '"a\\tb"', '"a\\"b"', '"aéb"', '"a\\u00e9b"', '"a\\u000Bb"',
+                '"a\\u2027b"', '"a\\u0a0ab"']:
+        assert matches(smollm2, plain, doc), doc
+        jsonschema.validate(json.loads(doc), DOT)
+    assert not matches(smollm2, plain, '"ab"')
+    # JSON schema (ECMA-262) agrees: '.' does not match a newline
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate("a\nb", DOT)
+
+
+def test_pattern_escapes_characters_json_escapes(smollm2: lc.Model) -> None:
+    # a quote, backslash or newline the pattern allows is produced JSON-escaped
+    schema = {"type": "string", "pattern": '^[a-z"\\\\]+\\s[0-9]$'}
+    grammar = lc.Grammar.from_json_schema(schema)
+    for text in ['a"b 1', "a\\b\n2", "x\t3"]:
+        jsonschema.validate(text, schema)
+        assert matches(smollm2, grammar, json.dumps(text)), text
+    assert matches(smollm2, grammar, '"ab\\n1"')
+    assert not matches(smollm2, grammar, '"ab\n1"')  # a raw newline is not JSON
+
+
+RAW = {"type": "string", "pattern": "^(yes|no): [a-z]{2,8}$"}
+
+
+def test_raw_pattern_constrains_plain_text(smollm2: lc.Model) -> None:
+    raw = lc.Grammar.from_json_schema(RAW, raw_pattern=True)
+    quoted = lc.Grammar.from_json_schema(RAW)
+    assert matches(smollm2, raw, "yes: abc")
+    assert not matches(smollm2, raw, '"yes: abc"')
+    assert not matches(smollm2, raw, "yes: abc ")  # no trailing whitespace either
+    assert matches(smollm2, quoted, '"yes: abc"')
+    assert not matches(smollm2, quoted, "yes: abc")
+    text = generate(smollm2, RAW, 0.0, 1, prompt="Question: is the sky blue? Answer: ",
+                    raw_pattern=True)
+    assert re.fullmatch(RAW["pattern"], text), text
+
+
+def test_raw_pattern_takes_quotes_and_backslashes_literally(smollm2: lc.Model) -> None:
+    schema = {"type": "string", "pattern": '^say "[a-z]+" \\\\ .$'}
+    raw = lc.Grammar.from_json_schema(schema, raw_pattern=True)
+    quoted = lc.Grammar.from_json_schema(schema)
+    text = 'say "hi" \\ x'
+    jsonschema.validate(text, schema)
+    assert matches(smollm2, raw, text)
+    assert not matches(smollm2, raw, json.dumps(text))
+    assert matches(smollm2, quoted, json.dumps(text))
+    assert not matches(smollm2, raw, 'say "hi" \\ \n')  # '.' is not a newline ...
+    dotall = lc.Grammar.from_json_schema(schema, raw_pattern=True, dotall=True)
+    assert matches(smollm2, dotall, 'say "hi" \\ \n')  # ... unless dotall
+
+
+def test_whitespace_option_constrains_whitespace_between_tokens(smollm2: lc.Model) -> None:
+    compact = json.dumps(ANN, separators=(",", ":"))
+    spaced = json.dumps(ANN)
+    double = '{"name":  "Ann", "age": 30, "city": "Oslo"}'
+    pretty = json.dumps(ANN, indent=2)
+    grammars = {w: lc.Grammar.from_json_schema(PERSON, whitespace=w)
+                for w in ("compact", "single", "free")}
+    accepted = {w: [d for d in (compact, spaced, double, pretty) if matches(smollm2, g, d)]
+                for w, g in grammars.items()}
+    assert accepted == {"compact": [compact], "single": [compact, spaced],
+                        "free": [compact, spaced, pretty]}
+    default = lc.Grammar.from_json_schema(PERSON)
+    assert matches(smollm2, default, spaced) and not matches(smollm2, default, pretty)
+    # sampled output under "compact" has no whitespace outside strings
+    for seed in (1, 2):
+        text = generate(smollm2, PERSON, 1.0, seed, whitespace="compact")
+        jsonschema.validate(json.loads(text), PERSON)
+        assert not re.search(r"\s", re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)), text
+
+
+def test_remote_refs_are_refused_and_never_fetched(smollm2: lc.Model) -> None:
+    with pytest.raises(lc.SchemaError, match="remote.*--allow-fetch"):
+        to_gbnf({"$ref": "https://example.com/schema.json#/$defs/x"})
+    with pytest.raises(lc.SchemaError, match="remote"):
+        lc.Grammar.from_json_schema({"type": "object", "properties": {
+            "p": {"$ref": "http://example.com/point.json"}}})
+    # a $ref through the schema's own $id is local
+    schema = {"$id": "https://example.com/s.json", "$defs": {"n": {"type": "integer",
+                                                                   "minimum": 1,
+                                                                   "maximum": 3}},
+              "type": "array", "items": {"$ref": "https://example.com/s.json#/$defs/n"}}
+    grammar = lc.Grammar.from_json_schema(schema)
+    assert matches(smollm2, grammar, "[1, 3]")
+    assert not matches(smollm2, grammar, "[4]")
+
+
+@pytest.mark.parametrize("options, error, name", [
+    ({"prop_order": 5}, TypeError, "prop_order"),
+    ({"prop_order": ["a", 1]}, TypeError, "prop_order"),
+    ({"prop_order": ["a", "a"]}, ValueError, "prop_order"),
+    ({"prop_order": {"a": "first"}}, TypeError, "prop_order"),
+    ({"prop_order": {"a": True}}, TypeError, "prop_order"),
+    ({"dotall": "yes"}, TypeError, "dotall"),
+    ({"raw_pattern": 1}, TypeError, "raw_pattern"),
+    ({"allow_fetch": True}, ValueError, "allow_fetch"),
+    ({"allow_fetch": "no"}, TypeError, "allow_fetch"),
+    ({"whitespace": "tabs"}, ValueError, "whitespace"),
+    ({"whitespace": None}, TypeError, "whitespace"),
+    ({"indent": 2}, TypeError, "indent"),
+])
+def test_bad_options_raise_naming_the_option(options: dict[str, Any], error: type,
+                                             name: str) -> None:
+    for convert in (to_gbnf, lc.Grammar.from_json_schema):
+        with pytest.raises(error, match=name):
+            convert(PERSON, **options)
+
+
+def test_dot_unicode_escapes_exclude_exactly_the_line_terminators() -> None:
+    """Without dotall, '.' in a JSON string takes any \\uXXXX escape but those of
+    \\n, \\r, U+2028 and U+2029: the hex part of the rule, checked exhaustively
+    by reading its GBNF as a Python regex."""
+    from llama_cffi.objects.json_schema_gbnf import DOT_RULES
+
+    body = DOT_RULES[False, False]
+    assert body.endswith("))")  # closing the \\u group and the escape group
+    hex_part = body[body.index('"u" (') + len('"u" ('):-2]
+    rx = re.compile(hex_part.replace('"', "").replace(" ", ""))
+    refused = {f"{n:04x}" for n in range(0x10000) if not rx.fullmatch(f"{n:04x}")}
+    refused_upper = {f"{n:04X}" for n in range(0x10000) if not rx.fullmatch(f"{n:04X}")}
+    assert refused == {"000a", "000d", "2028", "2029"}
+    assert refused_upper == {"000A", "000D", "2028", "2029"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 import llama_cffi as lc
 from llama_cffi import sampling as S
+from llama_cffi._bindings.callbacks import live_sampler_states
 
 GRAMMARS = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "grammars"
 
@@ -222,16 +224,20 @@ class KeepEven(lc.PythonSampler):
 def test_python_sampler_in_a_chain(smollm2: lc.Model) -> None:
     rec = KeepEven()
     chain = lc.SamplerChain([S.top_k(50), rec, S.temp(0.8), S.dist(seed=1)])
+    ref = weakref.ref(rec)
     del rec  # the chain keeps it alive
     gc.collect()
     with smollm2.context(n_ctx=256) as ctx:
         out = list(lc.Generation(ctx, chain, smollm2.vocab.tokenize("Hello"), max_tokens=12))
     assert out and all(t % 2 == 0 for t in out)
+    rec_again = ref()
+    assert rec_again is not None and rec_again.accepted == out
+    del rec_again
     state = chain._py_states[0]
-    assert state.obj.accepted == out
+    assert state in live_sampler_states
     chain.close()
     gc.collect()
-    assert state not in S._live_states  # llama.cpp freed it through the iface
+    assert state not in live_sampler_states  # llama.cpp freed it through the iface
 
 
 class Broken(lc.PythonSampler):
@@ -244,6 +250,32 @@ def test_python_sampler_exception_reaches_the_caller(smollm2: lc.Model) -> None:
         ctx.eval_tokens(smollm2.vocab.tokenize("Hi"), 0)
         with pytest.raises(RuntimeError, match="bug in user sampler"):
             chain.sample(ctx)
+
+
+class RaisesEverywhere(lc.PythonSampler):
+    def apply(self, c: lc.Candidates) -> None:
+        raise RuntimeError("apply failed")
+
+    def accept(self, token: int) -> None:
+        raise KeyError("accept failed")
+
+    def reset(self) -> None:
+        raise ValueError("reset failed")
+
+
+def test_python_sampler_exceptions_survive_every_path() -> None:
+    alone = RaisesEverywhere().to_sampler()
+    with pytest.raises(RuntimeError, match="apply failed"):
+        alone.apply(cands(LOGITS))
+    alone.close()
+    with lc.SamplerChain([RaisesEverywhere(), S.greedy()]) as chain:
+        with pytest.raises(RuntimeError, match="apply failed"):
+            chain.apply(cands(LOGITS))
+        with pytest.raises(KeyError, match="accept failed"):
+            chain.accept(1)
+        with pytest.raises(ValueError, match="reset failed"):
+            chain.reset()
+        assert all(st.error is None for st in chain._py_states)  # nothing stale left
 
 
 # -- grammars ---------------------------------------------------------------------------

@@ -22,11 +22,13 @@ Facts: :func:`system_info`, :func:`devices`; remote devices: :mod:`llama_cffi.rp
 
 from __future__ import annotations
 
-from . import models, rpc, sampling
+from .objects import registry as models
+from .objects import rpc
+from .objects import sampling
 from ._version import __version__
-from .batch import Batch
-from .context import Context
-from .enums import (
+from .objects.batch import Batch
+from .objects.context import Context
+from ._bindings.enums import (
     FlashAttn,
     GGMLType,
     LoadMode,
@@ -53,20 +55,24 @@ from .errors import (
     SchemaError,
     TokenError,
 )
-from .generation import Generation, TextStream
-from .grammar import Grammar
-from .chat_template import ChatTemplate, TemplateError
-from .llm import LLM, Completion, Stream, Timings, TokenLogprob, Usage
-from .lora import LoraAdapter
-from .quantize import quantize
-from .speculative import DraftModel, IncompatibleDraftError, NgramSimple, SpecStats
-from .model import Model
-from .sampling import Candidates, PythonSampler, Sampler, SamplerChain
-from .system import Backend, Device, SystemInfo, devices, system_info
-from .vocab import Vocab
+from .engine.generation import Generation, TextStream
+from .objects.grammar import Grammar
+from .api.chat_template import ChatTemplate, TemplateError
+from .api.llm import LLM, Stream
+from .engine.results import Completion, Timings, TokenLogprob, Usage
+from .objects.params import ContextParams, ModelParams, SamplingParams, SpeculativeParams
+from .objects.lora import LoraAdapter
+from .objects.quantize import quantize
+from .engine.speculative import DraftModel, IncompatibleDraftError, NgramSimple, SpecStats
+from .objects.model import Model
+from .objects.chain import SamplerChain
+from .objects.samplers import Candidates, PythonSampler, Sampler
+from .objects.system import Backend, Device, SystemInfo, devices, system_info
+from .objects.vocab import Vocab
 
 __all__ = [
     "__version__",
+    "ModelParams", "ContextParams", "SamplingParams", "SpeculativeParams",
     "LLM", "Completion", "Stream", "Timings", "TokenLogprob", "Usage", "ChatTemplate",
     "TemplateError", "DraftModel", "NgramSimple", "IncompatibleDraftError", "SpecStats",
     "quantize",

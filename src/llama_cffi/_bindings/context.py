@@ -1,0 +1,246 @@
+"""``llama_context`` functions: creation, decode, outputs, memory, state, adapters."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import ContextError, LlamaError
+from . import checked, log
+from .callbacks import CallbackState
+from .raw import NULL, CData, ffi, lib
+
+ATTENTION_TYPES = {"causal": int(lib.LLAMA_ATTENTION_TYPE_CAUSAL),
+                   "non_causal": int(lib.LLAMA_ATTENTION_TYPE_NON_CAUSAL),
+                   "non-causal": int(lib.LLAMA_ATTENTION_TYPE_NON_CAUSAL)}
+FLASH_ATTN_DISABLED = int(lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+
+
+def default_params() -> CData:
+    return lib.llama_context_default_params()
+
+
+def max_parallel_sequences() -> int:
+    return int(lib.llama_max_parallel_sequences())
+
+
+def set_abort(params: CData, state: CallbackState | None) -> None:
+    if state is None:
+        params.abort_callback = NULL
+        params.abort_callback_data = NULL
+    else:
+        params.abort_callback = lib._llama_cffi_abort
+        params.abort_callback_data = state.handle
+
+
+def init(model: CData, params: CData) -> tuple[CData, list[tuple[int, str]]]:
+    """``llama_init_from_model``; the pointer and the log lines (buffer sizes)."""
+    with log.collect() as lines:
+        ptr = checked.pointer(lib.llama_init_from_model, model, params, error=ContextError,
+                              what="failed to create the context")
+    return ptr, lines
+
+
+def free(ptr: CData, *keep_alive: object) -> None:
+    """``llama_free``; ``keep_alive`` (the model) is freed only after this."""
+    lib.llama_free(ptr)
+
+
+def sizes(ptr: CData) -> dict[str, int]:
+    """Sizes fixed at creation."""
+    return {"n_ctx": int(lib.llama_n_ctx(ptr)), "n_ctx_seq": int(lib.llama_n_ctx_seq(ptr)),
+            "n_batch": int(lib.llama_n_batch(ptr)), "n_ubatch": int(lib.llama_n_ubatch(ptr)),
+            "n_seq_max": int(lib.llama_n_seq_max(ptr)),
+            "pooling_type": int(lib.llama_pooling_type(ptr))}
+
+
+def threads(ptr: CData) -> tuple[int, int]:
+    return int(lib.llama_n_threads(ptr)), int(lib.llama_n_threads_batch(ptr))
+
+
+def set_threads(ptr: CData, n_threads: int, n_threads_batch: int) -> None:
+    lib.llama_set_n_threads(ptr, n_threads, n_threads_batch)
+
+
+def decode(ptr: CData, batch: CData, n_ctx: int, abort: CallbackState | None) -> None:
+    """``llama_decode``; non-zero codes become their exceptions (checked.decode_status)."""
+    mark = log.mark()
+    rc = lib.llama_decode(ptr, batch)
+    if rc != 0:
+        _raise(rc, "decode", batch, n_ctx, mark, abort)
+
+
+def encode(ptr: CData, batch: CData, n_ctx: int, abort: CallbackState | None) -> None:
+    mark = log.mark()
+    rc = lib.llama_encode(ptr, batch)
+    if rc != 0:
+        _raise(rc, "encode", batch, n_ctx, mark, abort)
+
+
+def _raise(rc: int, what: str, batch: CData, n_ctx: int, mark: int,
+           abort: CallbackState | None) -> None:
+    err = None
+    if abort is not None:
+        err, abort.error = abort.error, None
+    checked.decode_status(rc, what, int(batch.n_tokens), n_ctx, mark, err)
+
+
+def logits(ptr: CData, i: int, n_vocab: int) -> np.ndarray | None:
+    """A view of the logits of output ``i`` (None if it has none)."""
+    p = lib.llama_get_logits_ith(ptr, i)
+    if p == NULL:
+        return None
+    return np.frombuffer(ffi.buffer(p, n_vocab * 4), dtype=np.float32)
+
+
+def has_logits(ptr: CData, i: int) -> bool:
+    return bool(lib.llama_get_logits_ith(ptr, i) != NULL)
+
+
+def embeddings(ptr: CData, i: int, n_embd: int) -> np.ndarray | None:
+    p = lib.llama_get_embeddings_ith(ptr, i)
+    if p == NULL:
+        return None
+    return np.frombuffer(ffi.buffer(p, n_embd * 4), dtype=np.float32)
+
+
+def seq_embeddings(ptr: CData, seq_id: int, n: int) -> np.ndarray | None:
+    p = lib.llama_get_embeddings_seq(ptr, seq_id)
+    if p == NULL:
+        return None
+    return np.frombuffer(ffi.buffer(p, n * 4), dtype=np.float32)
+
+
+# -- memory ------------------------------------------------------------------------
+
+
+def memory_clear(ptr: CData, data: bool) -> None:
+    lib.llama_memory_clear(lib.llama_get_memory(ptr), data)
+
+
+def seq_rm(ptr: CData, seq_id: int, p0: int, p1: int) -> bool:
+    return bool(lib.llama_memory_seq_rm(lib.llama_get_memory(ptr), seq_id, p0, p1))
+
+
+def seq_cp(ptr: CData, src: int, dst: int, p0: int, p1: int) -> None:
+    lib.llama_memory_seq_cp(lib.llama_get_memory(ptr), src, dst, p0, p1)
+
+
+def seq_keep(ptr: CData, seq_id: int) -> None:
+    lib.llama_memory_seq_keep(lib.llama_get_memory(ptr), seq_id)
+
+
+def seq_add(ptr: CData, seq_id: int, p0: int, p1: int, delta: int) -> None:
+    lib.llama_memory_seq_add(lib.llama_get_memory(ptr), seq_id, p0, p1, delta)
+
+
+def seq_div(ptr: CData, seq_id: int, p0: int, p1: int, d: int) -> None:
+    lib.llama_memory_seq_div(lib.llama_get_memory(ptr), seq_id, p0, p1, d)
+
+
+def seq_pos_min(ptr: CData, seq_id: int) -> int:
+    return int(lib.llama_memory_seq_pos_min(lib.llama_get_memory(ptr), seq_id))
+
+
+def seq_pos_max(ptr: CData, seq_id: int) -> int:
+    return int(lib.llama_memory_seq_pos_max(lib.llama_get_memory(ptr), seq_id))
+
+
+def can_shift(ptr: CData) -> bool:
+    return bool(lib.llama_memory_can_shift(lib.llama_get_memory(ptr)))
+
+
+# -- state ---------------------------------------------------------------------------
+
+
+def state_get(ptr: CData) -> bytes:
+    size = lib.llama_state_get_size(ptr)
+    buf = ffi.new("uint8_t[]", size)
+    n = lib.llama_state_get_data(ptr, buf, size)
+    return bytes(ffi.buffer(buf, n))
+
+
+def state_set(ptr: CData, data: bytes) -> None:
+    checked.nonzero(lib.llama_state_set_data, ptr, data, len(data),
+                    what="could not restore the state (different model or context?)")
+
+
+def state_save_file(ptr: CData, path: str | os.PathLike[str], tokens: Sequence[int]) -> None:
+    arr = ffi.new("llama_token[]", list(tokens))
+    checked.success(lib.llama_state_save_file, ptr, os.fsencode(path), arr, len(tokens),
+                    what=f"could not save the state to {path}")
+
+
+def state_load_file(ptr: CData, path: str | os.PathLike[str], capacity: int) -> list[int]:
+    arr = ffi.new("llama_token[]", capacity)
+    count = ffi.new("size_t *")
+    checked.success(lib.llama_state_load_file, ptr, os.fsencode(path), arr, capacity, count,
+                    what=f"could not load the state from {path}")
+    return list(ffi.unpack(arr, count[0]))
+
+
+def seq_state_get(ptr: CData, seq_id: int) -> bytes:
+    size = lib.llama_state_seq_get_size(ptr, seq_id)
+    buf = ffi.new("uint8_t[]", size)
+    n = lib.llama_state_seq_get_data(ptr, buf, size, seq_id)
+    return bytes(ffi.buffer(buf, n))
+
+
+def seq_state_set(ptr: CData, data: bytes, seq_id: int) -> None:
+    checked.nonzero(lib.llama_state_seq_set_data, ptr, data, len(data), seq_id,
+                    what=f"could not restore sequence {seq_id} (no room, or other model?)")
+
+
+def seq_state_save_file(ptr: CData, path: str | os.PathLike[str], seq_id: int,
+                        tokens: Sequence[int]) -> None:
+    arr = ffi.new("llama_token[]", list(tokens))
+    checked.nonzero(lib.llama_state_seq_save_file, ptr, os.fsencode(path), seq_id, arr,
+                    len(tokens), what=f"could not save sequence {seq_id} to {path}")
+
+
+def seq_state_load_file(ptr: CData, path: str | os.PathLike[str], seq_id: int,
+                        capacity: int) -> list[int]:
+    arr = ffi.new("llama_token[]", capacity)
+    count = ffi.new("size_t *")
+    checked.nonzero(lib.llama_state_seq_load_file, ptr, os.fsencode(path), seq_id, arr,
+                    capacity, count, what=f"could not load sequence {seq_id} from {path}")
+    return list(ffi.unpack(arr, count[0]))
+
+
+# -- adapters ---------------------------------------------------------------------------
+
+
+def set_loras(ptr: CData, adapters: Sequence[CData], scales: Sequence[float]) -> None:
+    ptrs = ffi.new("struct llama_adapter_lora *[]", list(adapters) or 1)
+    arr = ffi.new("float[]", [float(s) for s in scales] or 1)
+    checked.status(lib.llama_set_adapters_lora, ptr, ptrs, len(adapters), arr,
+                   what="could not apply the LoRA adapters")
+
+
+def set_control_vector(ptr: CData, data: np.ndarray | None, n_embd: int, il_start: int,
+                       il_end: int) -> None:
+    """``llama_set_adapter_cvec``; ``data`` is a C-contiguous float32 (n_layer, n_embd)
+    array, None removes the control vector."""
+    if data is None:
+        checked.status(lib.llama_set_adapter_cvec, ptr, NULL, 0, n_embd, -1, -1,
+                       what="could not remove the control vector")
+        return
+    checked.status(lib.llama_set_adapter_cvec, ptr, ffi.from_buffer("float[]", data),
+                   data.size, n_embd, il_start, il_end, error=LlamaError,
+                   what="could not apply the control vector")
+
+
+# -- performance ------------------------------------------------------------------------
+
+
+def perf(ptr: CData) -> dict[str, float]:
+    d = lib.llama_perf_context(ptr)
+    return {"t_load_ms": d.t_load_ms, "t_p_eval_ms": d.t_p_eval_ms,
+            "t_eval_ms": d.t_eval_ms, "n_p_eval": d.n_p_eval, "n_eval": d.n_eval,
+            "n_reused": d.n_reused}
+
+
+def perf_reset(ptr: CData) -> None:
+    lib.llama_perf_context_reset(ptr)

@@ -1,0 +1,35 @@
+"""One-time initialisation of llama.cpp: log routing and backends."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+
+from . import log
+from .raw import BUILD_OPTIONS, lib
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def ensure_initialised() -> None:
+    """Route llama.cpp's log to :mod:`logging` and initialise its backends, once.
+
+    Every binding that creates a C object calls this first; it costs one
+    global read after the first call.
+    """
+    global _initialised
+    if _initialised:
+        return
+    with _init_lock:
+        if _initialised:
+            return
+        log.install()
+        if "GGML_BACKEND_DL" in BUILD_OPTIONS:
+            # Backends are separate modules installed next to the libraries.
+            lib.ggml_backend_load_all_from_path(
+                os.path.dirname(os.path.dirname(__file__)).encode())
+        lib.llama_backend_init()
+        atexit.register(log.uninstall)
+        _initialised = True

@@ -1,0 +1,435 @@
+"""Sampler chains: run samplers in order and pick a token; chains from settings.
+
+A :class:`SamplerChain` runs its samplers in order on the candidates of one
+output and picks a token. Adding a sampler (see :mod:`.samplers`) or a
+:class:`~.samplers.PythonSampler` to a chain hands its C object to the chain,
+which frees it. :func:`build_chain` (``SamplerChain.from_params``) builds the
+chain llama.cpp's tools build from the same settings. Users import all of it
+from :mod:`llama_cffi.sampling`.
+
+Safety: the last sampler of a chain must select a token (``greedy``, ``dist``,
+``mirostat``, ``mirostat_v2``, ``adaptive_p``); chains with a grammar or a
+Python sampler are run step by step from Python so that a grammar that
+rejects every token, or a Python sampler that raises, becomes an exception
+(llama.cpp would abort the process).
+
+Grammars are applied as llama.cpp's tools apply them: the token is first
+sampled without the grammar and kept if the grammar allows it; otherwise the
+grammar constrains all candidates and the chain samples again. Under greedy
+decoding this is exactly the constrained arg-max; under random sampling it is
+llama.cpp's distribution, which favours the unconstrained choice when valid.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._bindings import context as _context
+from .._bindings import log as _log
+from .._bindings import model as _model
+from .._bindings import sampler as _sampler
+from .._bindings.callbacks import SamplerState
+from .._bindings.raw import CData
+from ..errors import GrammarError, LlamaError
+from .grammar import Grammar
+from .handle import Handle
+from .samplers import (
+    DEFAULT_SEED,
+    DRY_SEQUENCE_BREAKERS,
+    Candidates,
+    PythonSampler,
+    Sampler,
+    adaptive_p,
+    dist,
+    dry,
+    greedy,
+    infill,
+    logit_bias,
+    min_p,
+    mirostat,
+    mirostat_v2,
+    penalties,
+    temp,
+    temp_ext,
+    top_k,
+    top_n_sigma,
+    top_p,
+    typical,
+    vocab_of,
+    xtc,
+)
+from .vocab import Vocab
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .model import Model
+
+__all__ = ["DEFAULTS", "SamplerChain", "build_chain", "grammar", "model_sampling_defaults"]
+
+
+def grammar(vocab: Vocab | Model, gbnf: str | Grammar, root: str = "root") -> Sampler:
+    """Constrain output to a GBNF grammar (``--grammar``); ``gbnf`` is a string
+    or a :class:`~llama_cffi.Grammar`."""
+    g = gbnf if isinstance(gbnf, Grammar) else Grammar(gbnf, root=root)
+    return g.sampler(vocab)
+
+
+# -- chains ---------------------------------------------------------------------------
+
+
+def _free_chain(ptr: CData, keep: object) -> None:
+    # ``keep`` (vocabularies, Python sampler states) outlives the chain.
+    _sampler.free(ptr)
+
+
+class SamplerChain(Handle):
+    """An ordered chain of samplers that picks one token per call to :meth:`sample`.
+
+    no_perf: skip llama.cpp's timing of the chain (``perf()``).
+    """
+
+    def __init__(self, samplers: Iterable[Sampler | PythonSampler] = (), *,
+                 no_perf: bool = True) -> None:
+        self._keep: list[object] = []
+        self._own(_sampler.chain_init(bool(no_perf)), _free_chain, self._keep)
+        self._names: list[str] = []
+        self._kinds: list[str] = []
+        self._py_states: list[SamplerState] = []
+        self._selects = False
+        self._lock = threading.Lock()
+        self._cands: tuple[CData, CData, np.ndarray, np.ndarray] | None = None
+        self._one: Candidates | None = None
+        for s in samplers:
+            self.add(s)
+
+    def add(self, sampler: Sampler | PythonSampler) -> SamplerChain:
+        """Append ``sampler``; the chain takes ownership of it."""
+        if isinstance(sampler, PythonSampler):
+            sampler = sampler.to_sampler()
+        chain = self.ptr
+        if sampler.closed:
+            raise LlamaError(f"{sampler.name} sampler is closed or already in a chain")
+        if sampler.vocab is not None:
+            sampler.vocab.owner._adopt(self)  # closing the model closes this chain first
+        self._keep.append((sampler.vocab, sampler._keep))
+        self._py_states.extend(sampler._python)
+        _sampler.chain_add(chain, sampler._release())
+        self._names.append(sampler.name)
+        self._kinds.append(sampler.kind)
+        self._selects = sampler.selects
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return _sampler.chain_n(self.ptr)
+
+    def _stepwise(self) -> bool:
+        return "grammar" in self._kinds or "python" in self._kinds
+
+    def sample(self, ctx: Context, idx: int = -1) -> int:
+        """Pick a token from the output at batch index ``idx`` of ``ctx``'s last
+        decode, and accept it (stateful samplers and grammars advance)."""
+        chain = self.ptr
+        if not self._selects:
+            raise LlamaError(
+                "the sampler chain does not end with a selecting sampler "
+                "(add greedy(), dist(), mirostat() or adaptive_p())")
+        if not self._lock.acquire(False):
+            raise LlamaError("this sampler chain is being used by another thread")
+        try:
+            c = ctx._enter()  # sampling reads the context's outputs: no decode meanwhile
+            try:
+                if not self._stepwise():
+                    if not _context.has_logits(c, idx):
+                        raise _no_logits(idx)
+                    return _sampler.sample(chain, c, idx, self._py_states)
+                logits = _context.logits(c, idx, ctx.vocab.n_tokens)
+                if logits is None:
+                    raise _no_logits(idx)
+                return self._sample_stepwise(chain, logits)
+            finally:
+                ctx._lock.release()
+        finally:
+            self._lock.release()
+
+    def _fill(self, logits: np.ndarray) -> Candidates:
+        """Candidates for every token from the context's logits, in a reused buffer."""
+        n_vocab = len(logits)
+        if self._cands is None or len(self._cands[2]) != n_vocab:
+            data, cur, view = _sampler.new_candidates(n_vocab)
+            self._cands = (data, cur, view, np.arange(n_vocab, dtype=np.int32))
+        data, cur, view, ids = self._cands
+        view["id"] = ids
+        view["logit"] = logits
+        view["p"] = 0.0
+        cur.data, cur.size, cur.selected, cur.sorted = data, n_vocab, -1, False
+        return Candidates(cur)
+
+    def _grammar_allows(self, chain: CData, token: int) -> bool:
+        one = self._one
+        if one is None:
+            one = self._one = Candidates.from_logits(np.zeros(1, dtype=np.float32))
+        for i, kind in enumerate(self._kinds):
+            if kind == "grammar":
+                one.struct.size = 1
+                one.ids[0] = token
+                one.logits[0] = 0.0
+                _sampler.apply(_sampler.chain_get(chain, i), one.struct)
+                if not np.isfinite(one.logits[0]):
+                    return False
+        return True
+
+    def _sample_stepwise(self, chain: CData, logits: np.ndarray) -> int:
+        py = self._py_states
+        has_grammar = "grammar" in self._kinds
+        if has_grammar:
+            # llama.cpp's own shortcut (common_sampler_sample): sample without the
+            # grammar, keep the token if the grammar allows it; only otherwise pay
+            # for constraining the whole vocabulary and sample again.
+            cands = self._fill(logits)
+            for i, kind in enumerate(self._kinds):
+                if kind != "grammar":
+                    _sampler.apply(_sampler.chain_get(chain, i), cands.struct, py)
+            token = cands.selected_token()
+            if self._grammar_allows(chain, token):
+                _sampler.accept(chain, token, py)
+                return token
+        cands = self._fill(logits)
+        cur = cands.struct
+        for i, kind in enumerate(self._kinds):
+            _sampler.apply(_sampler.chain_get(chain, i), cur, py)
+            if kind == "grammar" and not np.isfinite(cands.logits).any():
+                raise GrammarError(
+                    "the grammar allows no token here: the output so far cannot be continued "
+                    "(the grammar may need an end-of-generation token the model cannot produce, "
+                    "or the sampler state was not reset between outputs)")
+        token = cands.selected_token()
+        if has_grammar and not np.isfinite(cur.data[cur.selected].logit):
+            raise GrammarError("the chain selected a token the grammar forbids")
+        _sampler.accept(chain, token, py)
+        return token
+
+    def accept(self, token: int) -> None:
+        """Tell stateful samplers (penalties, grammar) that ``token`` was chosen.
+
+        A token the chain's grammar forbids raises GrammarError (llama.cpp
+        would abort the process).
+        """
+        chain = self.ptr
+        t = int(token)
+        if "grammar" in self._kinds and not self._grammar_allows(chain, t):
+            raise GrammarError(f"token {t} is not allowed by the grammar here")
+        _sampler.accept(chain, t, self._py_states)
+
+    def apply(self, candidates: Candidates) -> None:
+        """Run the whole chain on ``candidates`` without accepting (for testing)."""
+        _sampler.apply(self.ptr, candidates.struct, self._py_states)
+
+    def reset(self) -> None:
+        """Reset every sampler's state (penalty history, grammar position, RNG stays seeded)."""
+        _sampler.reset(self.ptr, self._py_states)
+
+    @property
+    def seed(self) -> int | None:
+        """The seed of the chain's random sampler, or None."""
+        s = _sampler.get_seed(self.ptr)
+        return None if s == DEFAULT_SEED else s
+
+    def perf(self) -> dict[str, float]:
+        """llama.cpp's counters for the chain (needs ``no_perf=False``)."""
+        return _sampler.perf(self.ptr)
+
+    def perf_reset(self) -> None:
+        _sampler.perf_reset(self.ptr)
+
+    def __repr__(self) -> str:
+        return f"<SamplerChain {' -> '.join(self._names) or '(empty)'}>"
+
+    # -- construction from settings ---------------------------------------------------
+
+    @classmethod
+    def from_params(cls, vocab: Vocab | Model, **params: Any) -> SamplerChain:
+        """The chain llama.cpp's tools build from these settings (``common_sampler_init``).
+
+        Accepts the names of llama-server's request fields: ``temperature``
+        (or ``temp``), ``top_k``, ``top_p``, ``min_p``, ``typical_p``,
+        ``xtc_probability``, ``xtc_threshold``, ``top_n_sigma``,
+        ``repeat_penalty``, ``repeat_last_n``, ``frequency_penalty``,
+        ``presence_penalty``, ``dry_multiplier``, ``dry_base``,
+        ``dry_allowed_length``, ``dry_penalty_last_n``,
+        ``dry_sequence_breakers``, ``dynatemp_range``, ``dynatemp_exponent``,
+        ``mirostat`` (0/1/2), ``mirostat_tau``, ``mirostat_eta``, ``seed``,
+        ``min_keep``, ``logit_bias`` ({token: bias}), ``grammar`` (GBNF or
+        :class:`~llama_cffi.Grammar`), ``samplers`` (order, e.g.
+        ``["top_k", "top_p", "min_p", "temperature"]``), ``adaptive_target``,
+        ``adaptive_decay``. Unset values take llama.cpp's defaults; a
+        temperature <= 0 gives greedy decoding.
+        """
+        return build_chain(vocab_of(vocab), dict(params))
+
+    @classmethod
+    def from_model_defaults(cls, model: Model, **overrides: Any) -> SamplerChain:
+        """A chain from the sampling settings stored in the GGUF
+        (``general.sampling.*``), then ``overrides``."""
+        return build_chain(model.vocab, {**model_sampling_defaults(model), **overrides})
+
+
+def _no_logits(idx: int) -> LlamaError:
+    return LlamaError(f"no logits for output {idx}: decode a batch with that output first")
+
+
+# -- settings -> chain (common/sampling.cpp's order) -----------------------------------
+
+DEFAULTS: dict[str, Any] = {
+    "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "typical_p": 1.0,
+    "xtc_probability": 0.0, "xtc_threshold": 0.1, "top_n_sigma": -1.0,
+    "repeat_penalty": 1.0, "repeat_last_n": 64, "frequency_penalty": 0.0,
+    "presence_penalty": 0.0, "dry_multiplier": 0.0, "dry_base": 1.75,
+    "dry_allowed_length": 2, "dry_penalty_last_n": 64,
+    "dry_sequence_breakers": list(DRY_SEQUENCE_BREAKERS), "dynatemp_range": 0.0,
+    "dynatemp_exponent": 1.0, "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
+    "seed": DEFAULT_SEED, "min_keep": 0, "logit_bias": None, "grammar": None,
+    "adaptive_target": -1.0, "adaptive_decay": 0.9,
+    "samplers": ["penalties", "dry", "top_n_sigma", "top_k", "typical_p", "top_p", "min_p",
+                 "xtc", "temperature"],
+}
+_ALIASES = {"temp": "temperature", "typ_p": "typical_p", "penalty_repeat": "repeat_penalty",
+            "penalty_last_n": "repeat_last_n", "penalty_freq": "frequency_penalty",
+            "penalty_present": "presence_penalty", "dynatemp_exp": "dynatemp_exponent",
+            "mirostat_ent": "mirostat_tau", "mirostat_lr": "mirostat_eta",
+            "typical": "typical_p"}
+_SAMPLER_NAMES = {"penalties": "penalties", "dry": "dry", "top_n_sigma": "top_n_sigma",
+                  "top_k": "top_k", "typical_p": "typical_p", "typ_p": "typical_p",
+                  "top_p": "top_p", "min_p": "min_p", "xtc": "xtc",
+                  "temperature": "temperature", "temp": "temperature", "infill": "infill",
+                  "adaptive_p": "adaptive_p",
+                  # llama.cpp's one-letter --sampling-seq names
+                  "e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k",
+                  "y": "typical_p", "p": "top_p", "m": "min_p", "x": "xtc",
+                  "t": "temperature", "i": "infill", "a": "adaptive_p"}
+
+
+def _normalise(params: dict[str, Any]) -> dict[str, Any]:
+    out = dict(DEFAULTS)
+    for key, value in params.items():
+        key = _ALIASES.get(key, key)
+        if key not in DEFAULTS:
+            raise TypeError(f"unknown sampling parameter {key!r}; known: {', '.join(DEFAULTS)}")
+        if value is not None:
+            out[key] = value
+    seq = out["samplers"]
+    if isinstance(seq, str):
+        seq = list(seq) if ";" not in seq and len(seq) <= 12 and seq.isalpha() \
+            and all(c in _SAMPLER_NAMES for c in seq) else seq.split(";")
+    try:
+        out["samplers"] = [_SAMPLER_NAMES[s.strip().lower().replace("-", "_")] for s in seq]
+    except KeyError as exc:
+        raise ValueError(f"unknown sampler {exc.args[0]!r} in samplers") from None
+    return out
+
+
+def build_chain(vocab: Vocab, params: dict[str, Any]) -> SamplerChain:
+    p = _normalise(params)
+    seed = int(p["seed"])
+    mk = int(p["min_keep"])
+    chain = SamplerChain()
+    try:
+        if p["grammar"] is not None:
+            chain.add(grammar(vocab, p["grammar"]))
+        if p["logit_bias"]:
+            chain.add(logit_bias(vocab, p["logit_bias"]))
+        if p["temperature"] <= 0 and p["mirostat"] == 0:
+            # llama.cpp runs its whole chain with temperature 0, which keeps only
+            # the arg-max of the penalised logits; the filters in between (top-k,
+            # top-p, min-p, ...) cannot change the arg-max. Same token, at the
+            # cost of the penalties and one scan instead of a chain of sorts.
+            if "penalties" in p["samplers"] and (p["repeat_penalty"] != 1.0 or
+                                                 p["frequency_penalty"] or p["presence_penalty"]):
+                chain.add(penalties(p["repeat_last_n"], p["repeat_penalty"],
+                                    p["frequency_penalty"], p["presence_penalty"]))
+            if "dry" in p["samplers"] and p["dry_multiplier"] > 0:
+                chain.add(dry(vocab, p["dry_multiplier"], p["dry_base"], p["dry_allowed_length"],
+                              p["dry_penalty_last_n"], p["dry_sequence_breakers"]))
+            chain.add(greedy())
+            return chain
+        if p["mirostat"] == 1:
+            chain.add(temp(p["temperature"]))
+            chain.add(mirostat(vocab, p["mirostat_tau"], p["mirostat_eta"], 100, seed))
+            return chain
+        if p["mirostat"] == 2:
+            chain.add(temp(p["temperature"]))
+            chain.add(mirostat_v2(p["mirostat_tau"], p["mirostat_eta"], seed))
+            return chain
+        if p["mirostat"] not in (0, 1, 2):
+            raise ValueError("mirostat must be 0, 1 or 2")
+        use_adaptive = False
+        for name in p["samplers"]:
+            if name == "penalties":
+                chain.add(penalties(p["repeat_last_n"], p["repeat_penalty"],
+                                    p["frequency_penalty"], p["presence_penalty"]))
+            elif name == "dry":
+                chain.add(dry(vocab, p["dry_multiplier"], p["dry_base"], p["dry_allowed_length"],
+                              p["dry_penalty_last_n"], p["dry_sequence_breakers"]))
+            elif name == "top_n_sigma":
+                chain.add(top_n_sigma(p["top_n_sigma"]))
+            elif name == "top_k":
+                chain.add(top_k(p["top_k"]))
+            elif name == "typical_p":
+                chain.add(typical(p["typical_p"], mk))
+            elif name == "top_p":
+                chain.add(top_p(p["top_p"], mk))
+            elif name == "min_p":
+                chain.add(min_p(p["min_p"], mk))
+            elif name == "xtc":
+                chain.add(xtc(p["xtc_probability"], p["xtc_threshold"], mk, seed))
+            elif name == "temperature":
+                chain.add(temp_ext(p["temperature"], p["dynatemp_range"], p["dynatemp_exponent"]))
+            elif name == "infill":
+                chain.add(infill(vocab))
+            elif name == "adaptive_p":
+                use_adaptive = True
+        if use_adaptive:
+            chain.add(adaptive_p(p["adaptive_target"], p["adaptive_decay"], seed))
+        else:
+            chain.add(dist(seed))
+    except BaseException:
+        chain.close()
+        raise
+    return chain
+
+
+_META_KEYS = {
+    "top_k": ("LLAMA_MODEL_META_KEY_SAMPLING_TOP_K", int),
+    "top_p": ("LLAMA_MODEL_META_KEY_SAMPLING_TOP_P", float),
+    "min_p": ("LLAMA_MODEL_META_KEY_SAMPLING_MIN_P", float),
+    "xtc_probability": ("LLAMA_MODEL_META_KEY_SAMPLING_XTC_PROBABILITY", float),
+    "xtc_threshold": ("LLAMA_MODEL_META_KEY_SAMPLING_XTC_THRESHOLD", float),
+    "temperature": ("LLAMA_MODEL_META_KEY_SAMPLING_TEMP", float),
+    "repeat_last_n": ("LLAMA_MODEL_META_KEY_SAMPLING_PENALTY_LAST_N", int),
+    "repeat_penalty": ("LLAMA_MODEL_META_KEY_SAMPLING_PENALTY_REPEAT", float),
+    "mirostat": ("LLAMA_MODEL_META_KEY_SAMPLING_MIROSTAT", int),
+    "mirostat_tau": ("LLAMA_MODEL_META_KEY_SAMPLING_MIROSTAT_TAU", float),
+    "mirostat_eta": ("LLAMA_MODEL_META_KEY_SAMPLING_MIROSTAT_ETA", float),
+    "samplers": ("LLAMA_MODEL_META_KEY_SAMPLING_SEQUENCE", str),
+}
+
+
+def model_sampling_defaults(model: Model) -> dict[str, Any]:
+    """The ``general.sampling.*`` settings a GGUF carries (only those present)."""
+    out: dict[str, Any] = {}
+    for name, (enum_name, conv) in _META_KEYS.items():
+        key = _model.meta_key(enum_name)
+        value = model.meta(key)
+        if value is not None:
+            try:
+                out[name] = conv(value)
+            except ValueError:
+                _log.logger.warning("ignoring malformed %s = %r in the model", key, value)
+    return out

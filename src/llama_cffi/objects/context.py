@@ -1,0 +1,488 @@
+"""An inference context on a model (``llama_context``): KV cache, decode, logits."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from .._bindings import context as _C
+from .._bindings import log as _log
+from .._bindings import model as _M
+from .._bindings.callbacks import CallbackState
+from .._bindings.enums import PoolingType
+from .._bindings.raw import CData
+from ..errors import ContextError, ContextFullError, InvalidBatchError, LlamaError
+from . import control_vector
+from .batch import Batch
+from .handle import Handle
+from .params import ContextParams
+
+if TYPE_CHECKING:
+    from .lora import LoraAdapter
+    from .model import Model
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _exclusive(method: _F) -> _F:
+    """Run a Context method only while no other thread uses the context
+    (decode, memory, state and outputs all touch the same C object)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Context, *args: Any, **kwargs: Any) -> Any:
+        self._enter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._lock.release()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def default_threads() -> int:
+    """Threads llama_cffi uses by default: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _c_params(p: ContextParams) -> CData:
+    """``llama_context_params`` for ``p`` (None fields keep llama.cpp's defaults)."""
+    c = _C.default_params()
+    for name in ("n_ctx", "n_batch", "n_ubatch", "n_seq_max", "rope_freq_base",
+                 "rope_freq_scale", "yarn_ext_factor", "yarn_attn_factor", "yarn_beta_fast",
+                 "yarn_beta_slow", "yarn_orig_ctx", "embeddings", "offload_kqv", "op_offload",
+                 "swa_full", "kv_unified", "no_perf"):
+        value = getattr(p, name)
+        if value is not None:
+            setattr(c, name, value)
+    if c.n_seq_max > _C.max_parallel_sequences():
+        raise ValueError(f"n_seq_max is at most {_C.max_parallel_sequences()}")
+    threads = default_threads() if p.n_threads is None else p.n_threads
+    c.n_threads = threads
+    c.n_threads_batch = threads if p.n_threads_batch is None else p.n_threads_batch
+    if p.flash_attn is not None:
+        c.flash_attn_type = int(p.flash_attn)
+    if p.type_k is not None:
+        c.type_k = int(p.type_k)
+    if p.type_v is not None:
+        c.type_v = int(p.type_v)
+    if p.rope_scaling is not None:
+        c.rope_scaling_type = int(p.rope_scaling)
+    if p.pooling is not None:
+        c.pooling_type = int(p.pooling)
+    if p.attention is not None:
+        c.attention_type = _C.ATTENTION_TYPES[p.attention]
+    return c
+
+
+class Context(Handle):
+    """A context: the KV cache and compute buffers for running a model.
+
+    model: the :class:`~llama_cffi.Model` (kept alive by the context).
+    params: a :class:`~llama_cffi.ContextParams` (``n_ctx``, ``n_batch``,
+        threads, flash attention, KV cache types, RoPE/YaRN, embeddings ...;
+        each field names its llama.cpp flag).
+    abort_callback: called during computation; returning True aborts the
+        current decode (which then raises DecodeAbortedError; an exception
+        raised by the callback aborts too and becomes the error's cause).
+    overrides: any ContextParams field as a keyword (``n_ctx=4096``,
+        ``type_k="q8_0"`` ...), applied on top of ``params``.
+
+    Sizes fixed at creation (``n_ctx``, ``n_batch``, ``n_seq_max`` ...) are
+    read once and served from Python attributes.
+
+    Thread safety: a context is used by one thread at a time. A second thread
+    calling ``decode`` (or any memory, state or output method) while another
+    is busy with it gets a LlamaError instead of racing it.
+    """
+
+    def __init__(self, model: Model, params: ContextParams | None = None, /, *,
+                 abort_callback: Callable[[], bool] | None = None, **overrides: Any) -> None:
+        if not _M.is_model(getattr(model, "_ptr", None)) or not isinstance(model, Handle):
+            if isinstance(model, Handle) and model.closed:
+                model.ptr  # raises ClosedError
+            raise TypeError(f"model must be a llama_cffi.Model, not {type(model).__name__}")
+        self.params = ContextParams.from_kwargs(params, **overrides)
+        if getattr(model, "vocab_only", False):
+            raise ContextError("cannot create a context on a vocab_only model: it has no weights")
+        c = _c_params(self.params)
+        self._abort: CallbackState | None = None
+        if abort_callback is not None:
+            self._abort = CallbackState(abort_callback)
+        _C.set_abort(c, self._abort)
+        ptr, lines = _C.init(model.ptr, c)
+        self._own(ptr, _C.free, model)
+        model._adopt(self)
+        self.model = model
+        self.vocab = model.vocab
+        self._n_vocab = self.vocab.n_tokens
+        self._n_embd: int = model.n_embd
+        self._batch: Batch | None = None
+        self._lock = threading.RLock()  # reentrant: shift() calls seq_rm()
+        self._loras: dict[LoraAdapter, float] = {}
+        sizes = _C.sizes(ptr)
+        self.n_ctx: int = sizes["n_ctx"]
+        """Context size in tokens (all sequences)."""
+        self.n_ctx_seq: int = sizes["n_ctx_seq"]
+        """Context size available to one sequence."""
+        self.n_batch: int = sizes["n_batch"]
+        self.n_ubatch: int = sizes["n_ubatch"]
+        self.n_seq_max: int = sizes["n_seq_max"]
+        self.pooling = PoolingType(sizes["pooling_type"])
+        self.buffers: dict[str, dict[str, int]] = {
+            kind: _log.buffer_sizes(lines, kind) for kind in ("KV", "RS", "compute", "output")}
+        """Bytes per buffer type of the KV cache, recurrent state, compute and
+        output buffers, as llama.cpp reported them when creating the context."""
+
+    # -- sizes ---------------------------------------------------------------
+
+    @property
+    def n_threads(self) -> int:
+        return _C.threads(self.ptr)[0]
+
+    @property
+    def n_threads_batch(self) -> int:
+        return _C.threads(self.ptr)[1]
+
+    @_exclusive
+    def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
+        if n_threads < 1 or (n_threads_batch is not None and n_threads_batch < 1):
+            raise ValueError("thread counts must be >= 1")
+        _C.set_threads(self.ptr, n_threads,
+                       n_threads if n_threads_batch is None else n_threads_batch)
+
+    @property
+    def kv_cache_size(self) -> int:
+        """Bytes of the KV cache over all devices."""
+        return sum(self.buffers["KV"].values())
+
+    # -- evaluation -----------------------------------------------------------
+
+    def _enter(self) -> CData:
+        ctx = self.ptr
+        if not self._lock.acquire(False):
+            raise LlamaError("this context is being used by another thread; "
+                             "use one context per thread or serialise the calls")
+        return ctx
+
+    def decode(self, batch: Batch) -> None:
+        """Run the model on ``batch`` (``llama_decode``).
+
+        Raises NoKvSlotError (code 1, recoverable), DecodeAbortedError (2),
+        InvalidBatchError (-1) or DecodeError (other codes), each with the
+        lines llama.cpp logged.
+        """
+        struct = batch.struct  # raises ClosedError for a closed batch
+        if struct.n_tokens == 0:
+            raise InvalidBatchError("cannot decode an empty batch", code=-1)
+        ctx = self._enter()
+        try:
+            _C.decode(ctx, struct, self.n_ctx, self._abort)
+        finally:
+            self._lock.release()
+
+    def encode(self, batch: Batch) -> None:
+        """Run the encoder on ``batch`` (``llama_encode``; encoder-decoder and
+        embedding models)."""
+        struct = batch.struct
+        if struct.n_tokens == 0:
+            raise InvalidBatchError("cannot encode an empty batch", code=-1)
+        ctx = self._enter()
+        try:
+            _C.encode(ctx, struct, self.n_ctx, self._abort)
+        finally:
+            self._lock.release()
+
+    def _scratch_batch(self) -> Batch:
+        b = self._batch
+        if b is None or b.closed:
+            b = self._batch = Batch(self.n_batch)
+        return b
+
+    def eval_tokens(self, tokens: Sequence[int], start_pos: int, *, seq_id: int = 0) -> None:
+        """Evaluate a token list in chunks of n_batch; logits of the last token are kept."""
+        n = len(tokens)
+        if n == 0:
+            return
+        check = self.vocab.check_token
+        for t in tokens:
+            check(t)
+        if not 0 <= seq_id < self.n_seq_max:
+            raise ValueError(f"seq_id {seq_id} is outside 0..{self.n_seq_max - 1}")
+        if start_pos + n > self.n_ctx_seq:
+            raise ContextFullError(
+                f"{start_pos + n} tokens do not fit the context of {self.n_ctx_seq} tokens "
+                "per sequence; create the context with a larger n_ctx")
+        self._enter()  # the scratch batch is shared: fill it only while holding the lock
+        try:
+            batch = self._scratch_batch()
+            step = batch.capacity
+            for i in range(0, n, step):
+                chunk = tokens[i:i + step]
+                batch.set_tokens(chunk, start_pos + i, seq_id=seq_id,
+                                 output_last=(i + step >= n))
+                self.decode(batch)
+        finally:
+            self._lock.release()
+
+    @_exclusive
+    def logits(self, i: int = -1) -> np.ndarray:
+        """Logits for the token at index ``i`` of the last batch (it must have
+        been marked as output); negative ``i`` counts the outputs from the end.
+
+        A numpy view on llama.cpp's buffer, no copy: valid until the next
+        decode on this context or its close. Copy it to keep it.
+        """
+        out = _C.logits(self.ptr, i, self._n_vocab)
+        if out is None:
+            raise LlamaError(f"no logits for output {i}: was it marked as output in the batch?")
+        return out
+
+    @_exclusive
+    def embeddings(self, i: int = -1) -> np.ndarray:
+        """Embedding for the token at batch index ``i`` (context created with
+        ``embeddings=True``); negative ``i`` counts the outputs from the end.
+
+        A view without copy, valid until the next decode (see :meth:`logits`).
+        """
+        out = _C.embeddings(self.ptr, i, self._n_embd)
+        if out is None:
+            raise LlamaError(f"no embedding for output {i}: create the context with "
+                             "embeddings=True and mark the token as output")
+        return out
+
+    @_exclusive
+    def seq_embeddings(self, seq_id: int = 0) -> np.ndarray:
+        """Pooled embedding of sequence ``seq_id`` (pooling other than ``none``)."""
+        n = self._n_embd if self.pooling != PoolingType.RANK else \
+            max(1, int(getattr(self.model, "n_cls_out", 1)))
+        out = _C.seq_embeddings(self.ptr, seq_id, n)
+        if out is None:
+            raise LlamaError(f"no pooled embedding for sequence {seq_id} (is pooling 'none'?)")
+        return out
+
+    # -- memory (KV cache) ----------------------------------------------------
+
+    @_exclusive
+    def clear(self, data: bool = True) -> None:
+        """Forget all tokens of all sequences (``llama_memory_clear``)."""
+        _C.memory_clear(self.ptr, data)
+
+    def _check_seq(self, seq_id: int, allow_all: bool = False) -> None:
+        if allow_all and seq_id == -1:
+            return
+        if not 0 <= seq_id < self.n_seq_max:
+            raise ValueError(f"seq_id {seq_id} is outside 0..{self.n_seq_max - 1}")
+
+    @_exclusive
+    def seq_rm(self, seq_id: int = -1, p0: int = -1, p1: int = -1) -> bool:
+        """Remove positions [p0, p1) of ``seq_id`` (-1: all sequences / open ends).
+
+        Returns False when the memory cannot remove a part of a sequence
+        (recurrent models); removing whole sequences always works.
+        """
+        self._check_seq(seq_id, allow_all=True)
+        return _C.seq_rm(self.ptr, seq_id, p0, p1)
+
+    @_exclusive
+    def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        """Make positions [p0, p1) of ``src`` also belong to ``dst`` (shares cells)."""
+        self._check_seq(src)
+        self._check_seq(dst)
+        _C.seq_cp(self.ptr, src, dst, p0, p1)
+
+    @_exclusive
+    def seq_keep(self, seq_id: int) -> None:
+        """Remove every sequence except ``seq_id``."""
+        self._check_seq(seq_id)
+        _C.seq_keep(self.ptr, seq_id)
+
+    @_exclusive
+    def seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None:
+        """Shift positions [p0, p1) of ``seq_id`` by ``delta`` (RoPE is updated)."""
+        self._check_seq(seq_id, allow_all=True)
+        if not self.can_shift:
+            raise LlamaError("this model's memory cannot shift positions")
+        _C.seq_add(self.ptr, seq_id, p0, p1, delta)
+
+    @_exclusive
+    def seq_div(self, seq_id: int, p0: int, p1: int, d: int) -> None:
+        """Divide positions [p0, p1) of ``seq_id`` by ``d`` (self-extend)."""
+        self._check_seq(seq_id, allow_all=True)
+        if d < 1:
+            raise ValueError("d must be >= 1")
+        if not self.can_shift:
+            raise LlamaError("this model's memory cannot shift positions")
+        _C.seq_div(self.ptr, seq_id, p0, p1, d)
+
+    @_exclusive
+    def seq_pos_min(self, seq_id: int = 0) -> int:
+        """Smallest position stored for ``seq_id``, -1 if none."""
+        self._check_seq(seq_id)
+        return _C.seq_pos_min(self.ptr, seq_id)
+
+    @_exclusive
+    def seq_pos_max(self, seq_id: int = 0) -> int:
+        """Largest position stored for ``seq_id``, -1 if none."""
+        self._check_seq(seq_id)
+        return _C.seq_pos_max(self.ptr, seq_id)
+
+    @property
+    def can_shift(self) -> bool:
+        return _C.can_shift(self.ptr)
+
+    @_exclusive
+    def shift(self, seq_id: int, n_keep: int, n_discard: int) -> int:
+        """Context shift as llama.cpp does it: drop ``n_discard`` tokens after the
+        first ``n_keep`` and move the rest back. Returns the new next position."""
+        end = self.seq_pos_max(seq_id) + 1
+        if n_keep < 0 or n_discard < 1 or n_keep + n_discard > end:
+            raise ValueError(f"cannot discard {n_discard} tokens after {n_keep} "
+                             f"from a sequence of {end}")
+        if not self.seq_rm(seq_id, n_keep, n_keep + n_discard):
+            raise LlamaError("this model's memory cannot remove part of a sequence")
+        self.seq_add(seq_id, n_keep + n_discard, end, -n_discard)
+        return end - n_discard
+
+    # -- state -------------------------------------------------------------------
+
+    @_exclusive
+    def state_get(self) -> bytes:
+        """The state of the context's memory (KV cache of all sequences) as bytes.
+
+        At this llama.cpp the state holds the memory only, not the logits of
+        the last decode: after restoring, evaluate the next token (keep the
+        last prompt token out of the saved state and decode it afterwards).
+        """
+        return _C.state_get(self.ptr)
+
+    @_exclusive
+    def state_set(self, data: bytes) -> None:
+        """Restore a state from :meth:`state_get` (same model and context size)."""
+        _C.state_set(self.ptr, bytes(data))
+
+    @_exclusive
+    def save_state(self, path: str | os.PathLike[str], tokens: Sequence[int] = ()) -> None:
+        """Write the state and ``tokens`` (the prompt it holds) to a file."""
+        _C.state_save_file(self.ptr, path, tokens)
+
+    @_exclusive
+    def load_state(self, path: str | os.PathLike[str], max_tokens: int | None = None) -> list[int]:
+        """Restore a state file; returns the tokens saved with it."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"state file not found: {path}")
+        return _C.state_load_file(self.ptr, path, self.n_ctx if max_tokens is None else max_tokens)
+
+    @_exclusive
+    def seq_state_get(self, seq_id: int = 0) -> bytes:
+        """The memory of one sequence as bytes."""
+        self._check_seq(seq_id)
+        return _C.seq_state_get(self.ptr, seq_id)
+
+    @_exclusive
+    def seq_state_set(self, data: bytes, seq_id: int = 0) -> None:
+        """Load :meth:`seq_state_get` bytes into sequence ``seq_id``."""
+        self._check_seq(seq_id)
+        _C.seq_state_set(self.ptr, bytes(data), seq_id)
+
+    @_exclusive
+    def save_seq_state(self, path: str | os.PathLike[str], seq_id: int = 0,
+                       tokens: Sequence[int] = ()) -> None:
+        self._check_seq(seq_id)
+        _C.seq_state_save_file(self.ptr, path, seq_id, tokens)
+
+    @_exclusive
+    def load_seq_state(self, path: str | os.PathLike[str], seq_id: int = 0,
+                       max_tokens: int | None = None) -> list[int]:
+        self._check_seq(seq_id)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"state file not found: {path}")
+        cap = self.n_ctx if max_tokens is None else max_tokens
+        return _C.seq_state_load_file(self.ptr, path, seq_id, cap)
+
+    # -- LoRA --------------------------------------------------------------------
+
+    @_exclusive
+    def set_loras(self, adapters: Mapping[LoraAdapter, float]) -> None:
+        """Use exactly these LoRA adapters with these scales (``--lora-scaled``).
+
+        Call again with other scales, or ``{}`` to remove them all: no model
+        reload (as llama-server's ``/lora-adapters``).
+        """
+        items = list(adapters.items())
+        for adapter, _ in items:
+            if adapter.model is not self.model:
+                raise ValueError("a LoRA adapter belongs to the model it was loaded for")
+        _C.set_loras(self.ptr, [a.ptr for a, _ in items], [float(s) for _, s in items])
+        for adapter, _ in items:
+            adapter._users.add(self)
+        self._loras = dict(items)  # keep them alive while in use
+
+    @property
+    def loras(self) -> dict[LoraAdapter, float]:
+        return dict(self._loras)
+
+    @_exclusive
+    def set_control_vector(self, data: np.ndarray | None, il_start: int = 1,
+                           il_end: int | None = None) -> None:
+        """Add a control vector to layers [il_start, il_end] (``--control-vector``).
+
+        data: array of shape (n_layer, n_embd); row i is added to layer i+1's
+            output (llama.cpp's convention: layer 0 has no vector). ``None``
+            removes the control vector.
+        """
+        ctx = self.ptr
+        if data is None:
+            _C.set_control_vector(ctx, None, self._n_embd, -1, -1)
+            return
+        arr = np.ascontiguousarray(data, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != self._n_embd:
+            raise ValueError(f"control vector must have shape (n_layer, {self._n_embd})")
+        end = arr.shape[0] if il_end is None else il_end
+        _C.set_control_vector(ctx, arr, self._n_embd, il_start, end)
+
+    def load_control_vectors(self, files: Sequence[tuple[str | os.PathLike[str], float]]
+                             | Sequence[str | os.PathLike[str]], il_start: int = 1,
+                             il_end: int | None = None) -> None:
+        """Apply control vector files (``--control-vector FILE`` /
+        ``--control-vector-scaled FILE SCALE``, ``--control-vector-layer-range``)."""
+        pairs = [(f, 1.0) if isinstance(f, (str, os.PathLike)) else (f[0], float(f[1]))
+                 for f in files]
+        data = control_vector.combine(pairs)
+        if data.shape[1] != self._n_embd:
+            raise LlamaError(f"the control vectors have n_embd {data.shape[1]}, the model "
+                             f"{self._n_embd}")
+        self.set_control_vector(data, il_start, il_end if il_end is not None else data.shape[0])
+
+    # -- performance ------------------------------------------------------------
+
+    def perf(self) -> dict[str, float]:
+        """llama.cpp's own timings (``llama_perf_context``)."""
+        return _C.perf(self.ptr)
+
+    @_exclusive
+    def perf_reset(self) -> None:
+        _C.perf_reset(self.ptr)
+
+    def close(self) -> None:
+        if self._ptr is None:
+            return
+        with self._lock:  # wait for a decode running on another thread
+            if self._batch is not None:
+                self._batch.close()
+                self._batch = None
+            self._loras = {}
+            super().close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<Context (closed)>"
+        return f"<Context n_ctx={self.n_ctx} n_batch={self.n_batch} on {self.model!r}>"

@@ -1,0 +1,204 @@
+"""The vocabulary of a model: tokenizing, detokenizing, special tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .._bindings import model as _model
+from .._bindings import vocab as _vocab
+from .._bindings.enums import TokenAttr
+from .._bindings.raw import CData
+from ..errors import TokenError
+
+if TYPE_CHECKING:
+    from .handle import Handle
+
+
+class Vocab:
+    """Borrowed view of a model's ``llama_vocab``; keeps its owner (the
+    :class:`~llama_cffi.Model`) alive.
+
+    Obtained as ``model.vocab``. Token ids are checked against the vocabulary
+    size before they reach C, so a bad id raises :class:`TokenError`. The
+    facts that never change (size, kind, special tokens, BOS/EOS policy) are
+    read from C once, here.
+    """
+
+    def __init__(self, owner: Handle, ptr: CData | None = None) -> None:
+        """``owner``: the handle whose pointer the vocabulary lives in (a Model);
+        ``ptr``: its ``const llama_vocab *`` (default: the model's)."""
+        self._owner = owner
+        self._ptr: CData = _model.vocab(owner.ptr) if ptr is None else ptr
+        self._n_tokens = _vocab.n_tokens(self._ptr)
+        self._type = _vocab.type_name(self._ptr)
+        special = _vocab.special_tokens(self._ptr)
+        self._bos = special["bos"]
+        self._eos = special["eos"]
+        self._eot = special["eot"]
+        self._sep = special["sep"]
+        self._nl = special["nl"]
+        self._pad = special["pad"]
+        self._mask = special["mask"]
+        self._fim_pre = special["fim_pre"]
+        self._fim_suf = special["fim_suf"]
+        self._fim_mid = special["fim_mid"]
+        self._fim_pad = special["fim_pad"]
+        self._fim_rep = special["fim_rep"]
+        self._fim_sep = special["fim_sep"]
+        self._add_bos = _vocab.add_bos(self._ptr)
+        self._add_eos = _vocab.add_eos(self._ptr)
+
+    @property
+    def owner(self) -> Handle:
+        """The object the vocabulary belongs to (the Model)."""
+        return self._owner
+
+    @property
+    def ptr(self) -> CData:
+        """The raw ``const llama_vocab *`` (raises ClosedError once the model is closed)."""
+        self._owner.ptr  # raise if closed
+        return self._ptr
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of tokens in the vocabulary (``n_vocab``)."""
+        return self._n_tokens
+
+    n_vocab = n_tokens
+
+    def __len__(self) -> int:
+        return self._n_tokens
+
+    def check_token(self, token: int) -> int:
+        """Return ``token`` as int if it is a valid id, else raise TokenError."""
+        t = int(token)
+        if not 0 <= t < self._n_tokens:
+            raise TokenError(
+                f"token id {t} is out of range: this vocabulary has ids 0..{self._n_tokens - 1}")
+        return t
+
+    # -- tokenizing -------------------------------------------------------
+
+    def tokenize(self, text: str | bytes, *, add_special: bool = True,
+                 parse_special: bool = False) -> list[int]:
+        """Split ``text`` into token ids.
+
+        add_special: add the BOS/EOS tokens the model asks for (as llama.cpp's
+            tools do for a prompt's start).
+        parse_special: treat special-token text such as ``<|im_start|>`` as the
+            special token instead of plain text.
+        """
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        return _vocab.tokenize(self.ptr, data, bool(add_special), bool(parse_special))
+
+    # -- detokenizing -----------------------------------------------------
+
+    def token_to_piece(self, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
+        """The bytes a single token stands for (may be part of a UTF-8 character).
+
+        special: render special/control tokens as their text (otherwise empty).
+        """
+        t = self.check_token(token)
+        return _vocab.token_to_piece(self.ptr, t, bool(special), int(lstrip))
+
+    def detokenize(self, tokens: Sequence[int], *, remove_special: bool = False,
+                   unparse_special: bool = False) -> str:
+        """Turn token ids back into text.
+
+        remove_special: drop a leading BOS / trailing EOS the model adds.
+        unparse_special: render special tokens as their text.
+        """
+        ids = [self.check_token(t) for t in tokens]
+        return _vocab.detokenize(self.ptr, ids, bool(remove_special), bool(unparse_special))
+
+    # -- special tokens and attributes ------------------------------------
+
+    @property
+    def bos(self) -> int | None:
+        """Beginning-of-sequence token, or None."""
+        return self._bos
+
+    @property
+    def eos(self) -> int | None:
+        """End-of-sequence token, or None."""
+        return self._eos
+
+    @property
+    def eot(self) -> int | None:
+        """End-of-turn token, or None."""
+        return self._eot
+
+    @property
+    def nl(self) -> int | None:
+        """Newline token, or None."""
+        return self._nl
+
+    @property
+    def sep(self) -> int | None:
+        return self._sep
+
+    @property
+    def pad(self) -> int | None:
+        return self._pad
+
+    @property
+    def mask(self) -> int | None:
+        return self._mask
+
+    @property
+    def fim_pre(self) -> int | None:
+        """Fill-in-the-middle prefix token, or None."""
+        return self._fim_pre
+
+    @property
+    def fim_suf(self) -> int | None:
+        return self._fim_suf
+
+    @property
+    def fim_mid(self) -> int | None:
+        return self._fim_mid
+
+    @property
+    def fim_pad(self) -> int | None:
+        return self._fim_pad
+
+    @property
+    def fim_rep(self) -> int | None:
+        return self._fim_rep
+
+    @property
+    def fim_sep(self) -> int | None:
+        return self._fim_sep
+
+    @property
+    def type(self) -> str:
+        """Tokenizer kind: ``spm``, ``bpe``, ``wpm``, ``ugm``, ``rwkv``, ``plamo2`` or ``none``."""
+        return self._type
+
+    def attr(self, token: int) -> TokenAttr:
+        """The token's attributes (control, user-defined, byte, normalized, ...)."""
+        return TokenAttr(_vocab.attr(self.ptr, self.check_token(token)))
+
+    def score(self, token: int) -> float:
+        return _vocab.score(self.ptr, self.check_token(token))
+
+    @property
+    def add_bos(self) -> bool:
+        """Whether the model wants a BOS token at the start of a prompt."""
+        return self._add_bos
+
+    @property
+    def add_eos(self) -> bool:
+        return self._add_eos
+
+    def is_eog(self, token: int) -> bool:
+        """Whether ``token`` ends generation (EOS, EOT, ...)."""
+        return _vocab.is_eog(self.ptr, self.check_token(token))
+
+    def is_control(self, token: int) -> bool:
+        return _vocab.is_control(self.ptr, self.check_token(token))
+
+    def text(self, token: int) -> str:
+        """The token's text as stored in the vocabulary."""
+        return _vocab.text(self.ptr, self.check_token(token))
