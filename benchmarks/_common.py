@@ -71,13 +71,13 @@ class TimedDecode:
     """Counts the seconds spent inside ``llama_decode`` by the object layer.
 
     ``with TimedDecode() as t: ...`` swaps the ``lib`` that llama_cffi's
-    Context calls for a proxy whose ``llama_decode`` is timed; everything
+    context bindings call for a proxy whose ``llama_decode`` is timed; everything
     else passes through. ``wall - t.inside`` is then the binding's own cost
     (an upper bound: the proxy adds a little).
     """
 
     def __init__(self) -> None:
-        from llama_cffi import context
+        from llama_cffi._bindings import context
 
         self._module = context
         self._lib = context.lib

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import llama_cffi as lc
-from llama_cffi import _ffi
+from llama_cffi._bindings import raw as _ffi
 
 
 def test_system_info_reports_commit_backends_and_devices() -> None:

@@ -17,7 +17,7 @@ import llama_cffi as lc
 from llama_cffi.objects.json_schema import to_gbnf
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 24}
-SCHEMAS: dict[str, dict] = {
+SCHEMAS: dict[str, dict[str, Any]] = {
     "person": {"type": "object", "properties": {"name": NAME, "age": {
         "type": "integer", "minimum": 0, "maximum": 120}}, "required": ["name", "age"]},
     "optional-fields": {"type": "object", "properties": {
@@ -94,7 +94,7 @@ PROMPT = "Here is one example record as compact JSON:\n"
 RUNS = [(0.0, 1), (1.0, 1), (1.0, 2), (1.0, 3)]
 
 
-def check_formats(value: object, schema: dict) -> None:
+def check_formats(value: object, schema: dict[str, Any]) -> None:
     """Validate the string formats jsonschema only checks with extra packages."""
     props = schema.get("properties", {})
     if isinstance(value, dict):
@@ -110,7 +110,7 @@ def check_formats(value: object, schema: dict) -> None:
                 uuid.UUID(v)
 
 
-def generate(model: lc.Model, schema: dict, temperature: float, seed: int,
+def generate(model: lc.Model, schema: dict[str, Any], temperature: float, seed: int,
              prompt: str = PROMPT, **options: Any) -> str:
     grammar = lc.Grammar.from_json_schema(schema, **options)
     with model.context(n_ctx=1024) as ctx, lc.SamplerChain.from_params(
@@ -193,7 +193,7 @@ def test_any_json_mode(smollm2: lc.Model) -> None:
     ({"type": "number", "minimum": 0.5}, "integer-valued"),
     ("{not json", "not valid JSON"),
 ])
-def test_unsupported_schemas_name_the_feature(schema: object, keyword: str) -> None:
+def test_unsupported_schemas_name_the_feature(schema: Any, keyword: str) -> None:
     with pytest.raises(lc.SchemaError, match=keyword.replace("$", r"\$")):
         to_gbnf(schema)
 
@@ -202,7 +202,7 @@ def test_integer_ranges_are_exact() -> None:
     """Every integer the range grammar accepts is in range, checked by enumeration
     through llama.cpp's own grammar engine on a tiny vocabulary-free test: we
     expand the grammar with Python's re for the digit part."""
-    from llama_cffi.objects.json_schema import _int_range
+    from llama_cffi.objects.json_schema_gbnf import _int_range
 
     def to_regex(g: str) -> str:
         r = g.replace(" ", "").replace('"', "")

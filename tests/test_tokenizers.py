@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import llama_cffi as lc
-from llama_cffi import _ffi
+from llama_cffi._bindings import raw as _ffi
 
 VOCAB_DIR = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models"
 SEP = "\n__ggml_vocab_test__\n"

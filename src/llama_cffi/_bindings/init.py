@@ -10,7 +10,7 @@ from . import log
 from .raw import BUILD_OPTIONS, lib
 
 _init_lock = threading.Lock()
-_initialised = False
+_initialised = threading.Event()
 
 
 def ensure_initialised() -> None:
@@ -19,11 +19,10 @@ def ensure_initialised() -> None:
     Every binding that creates a C object calls this first; it costs one
     global read after the first call.
     """
-    global _initialised
-    if _initialised:
+    if _initialised.is_set():
         return
     with _init_lock:
-        if _initialised:
+        if _initialised.is_set():
             return
         log.install()
         if "GGML_BACKEND_DL" in BUILD_OPTIONS:
@@ -32,4 +31,4 @@ def ensure_initialised() -> None:
                 os.path.dirname(os.path.dirname(__file__)).encode())
         lib.llama_backend_init()
         atexit.register(log.uninstall)
-        _initialised = True
+        _initialised.set()

@@ -71,14 +71,19 @@ def is_model(ptr: object) -> bool:
 
 
 def facts(ptr: CData) -> dict[str, int]:
-    """The numbers that never change once a model is loaded."""
+    """The numbers that never change once a model is loaded.
+
+    A vocab_only model has no layers: llama.cpp aborts the process when asked
+    for the head counts of layer 0 then, so they are reported as 0.
+    """
+    n_layer = int(lib.llama_model_n_layer(ptr))
     return {
         "n_params": int(lib.llama_model_n_params(ptr)),
         "size": int(lib.llama_model_size(ptr)),
-        "n_layer": int(lib.llama_model_n_layer(ptr)),
+        "n_layer": n_layer,
         "n_embd": int(lib.llama_model_n_embd(ptr)),
-        "n_head": int(lib.llama_model_n_head(ptr)),
-        "n_head_kv": int(lib.llama_model_n_head_kv(ptr)),
+        "n_head": int(lib.llama_model_n_head(ptr)) if n_layer > 0 else 0,
+        "n_head_kv": int(lib.llama_model_n_head_kv(ptr)) if n_layer > 0 else 0,
         "n_ctx_train": int(lib.llama_model_n_ctx_train(ptr)),
         "n_swa": int(lib.llama_model_n_swa(ptr)),
         "n_cls_out": int(lib.llama_model_n_cls_out(ptr)),

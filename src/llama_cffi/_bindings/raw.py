@@ -14,7 +14,7 @@ from typing import Any
 from .._version import __version__
 
 try:
-    from .._llama import ffi, lib  # type: ignore[import-not-found]
+    from .._llama import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "llama_cffi's compiled extension could not be loaded "
@@ -22,8 +22,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "importing from a source checkout without building does not work."
     ) from exc
 
-ffi: Any
-lib: Any
+__all__ = ["BUILD_BACKENDS", "BUILD_OPTIONS", "BUILD_VERSION", "CData", "HAVE_RPC",
+           "LLAMA_COMMIT", "NULL", "ffi", "lib"]
 
 BUILD_VERSION: str = ffi.string(lib.llama_cffi_build_version()).decode()
 LLAMA_COMMIT: str = ffi.string(lib.llama_cffi_build_llama_commit()).decode()

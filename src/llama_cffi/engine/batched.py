@@ -52,7 +52,7 @@ def generate_batch(ctx: Context, tokens: Sequence[list[int]], *, max_tokens: int
         ctx.decode(batch)
         t_prompt = time.perf_counter() - t0
         rows = {s: s for s in range(n)}
-        pos = [len(t) for t in tokens]
+        positions = [len(t) for t in tokens]
         outs: list[list[int]] = [[] for _ in range(n)]
         finish = ["length"] * n
         active = list(range(n))
@@ -66,11 +66,11 @@ def generate_batch(ctx: Context, tokens: Sequence[list[int]], *, max_tokens: int
                     finish[s] = "stop"
                     continue
                 outs[s].append(tok)
-                if (max_tokens >= 0 and len(outs[s]) >= max_tokens) or pos[s] >= limit:
+                if (max_tokens >= 0 and len(outs[s]) >= max_tokens) or positions[s] >= limit:
                     continue
                 rows[s] = batch.n_tokens
-                batch.add(tok, pos[s], (s,), True)
-                pos[s] += 1
+                batch.add(tok, positions[s], (s,), True)
+                positions[s] += 1
                 still.append(s)
             active = still
             if active:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -134,7 +134,7 @@ class SequenceRunner:
         return b
 
     def tokens(self, chain: SamplerChain, timings: Timings, context_shift: bool,
-               want_logits: bool = False) -> Iterator[int]:
+               want_logits: bool = False) -> Generator[int, None, None]:
         """Sampled tokens, one at a time; the memory always holds ``self.cache``.
 
         A token is fed back (decoded) only when the consumer asks for the next

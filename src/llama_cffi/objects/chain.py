@@ -62,11 +62,11 @@ from .samplers import (
     vocab_of,
     xtc,
 )
-from .vocab import Vocab
 
 if TYPE_CHECKING:
     from .context import Context
     from .model import Model
+    from .vocab import Vocab
 
 __all__ = ["DEFAULTS", "SamplerChain", "build_chain", "grammar", "model_sampling_defaults"]
 

@@ -104,6 +104,8 @@ class Context(Handle):
     is busy with it gets a LlamaError instead of racing it.
     """
 
+    _FACTS = ("n_ctx", "n_ctx_seq", "n_batch", "n_ubatch", "n_seq_max", "pooling")
+
     def __init__(self, model: Model, params: ContextParams | None = None, /, *,
                  abort_callback: Callable[[], bool] | None = None, **overrides: Any) -> None:
         if not _M.is_model(getattr(model, "_ptr", None)) or not isinstance(model, Handle):

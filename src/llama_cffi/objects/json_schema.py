@@ -350,7 +350,8 @@ class _Converter:
                                   "is not supported")
             pattern = schema["pattern"]
             if not isinstance(pattern, str):
-                raise SchemaError(f"{hint}: pattern must be a string, not {type(pattern).__name__}")
+                raise SchemaError(f"{hint}: pattern must be a string, "
+                                  f"not {type(pattern).__name__}")
             regex = _Regex(pattern, dotall=self.dotall, raw=self.raw_pattern)
             body = regex.parse()
             for name in sorted(regex.used):

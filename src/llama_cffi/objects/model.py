@@ -109,6 +109,10 @@ class Model(Handle):
     not); closing it closes its contexts, samplers and adapters first.
     """
 
+    _FACTS = ("n_params", "size", "n_layer", "n_embd", "n_head", "n_head_kv", "n_ctx_train",
+              "n_swa", "n_cls_out", "rope_type", "has_encoder", "has_decoder", "is_recurrent",
+              "is_hybrid", "description")
+
     def __init__(self, path: str | os.PathLike[str], params: ModelParams | None = None, /, *,
                  progress: ProgressCallback | None = None, **overrides: Any) -> None:
         self.params = ModelParams.from_kwargs(params, **overrides)

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import IntEnum
 from typing import Any, TypeVar
 
 from ..._bindings.enums import LoadMode, parse_enum
 
 _P = TypeVar("_P", bound="_Params")
+_E = TypeVar("_E", bound=IntEnum)
 
 
 def _enum_text(member: IntEnum) -> str:
     """The spelling llama.cpp's flags use for an enum member."""
-    special = {LoadMode.MMAP_MLOCK: "mmap+mlock", LoadMode.DIRECT_IO: "dio"}
-    if member in special:
-        return special[member]
+    if isinstance(member, LoadMode):  # IntEnums of other types may share the values
+        if member is LoadMode.MMAP_MLOCK:
+            return "mmap+mlock"
+        if member is LoadMode.DIRECT_IO:
+            return "dio"
     return member.name.lower()
 
 
-def _enum_parser(enum: type[IntEnum], what: str) -> Any:
-    return lambda text: parse_enum(enum, text, what)
+def _enum_parser(enum: type[_E], what: str) -> Callable[[str], _E]:
+    def parse(text: str) -> _E:
+        return parse_enum(enum, text, what)
+
+    return parse
 
 
 class _Params:
@@ -95,7 +101,7 @@ def _float(value: Any, name: str, lo: float | None = None, hi: float | None = No
 
 def _opt_bool(value: Any, name: str) -> bool | None:
     if value is None or isinstance(value, bool):
-        return value  # type: ignore[no-any-return]
+        return bool(value) if value is not None else None
     raise TypeError(f"{name} must be True, False or None, got {value!r}")
 
 

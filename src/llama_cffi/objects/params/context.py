@@ -34,17 +34,17 @@ class ContextParams(_Params):
     n_threads_batch: int | None = param(
         None, "-tb", "--threads-batch", parse=int, metavar="N",
         help="threads for prompt processing; default: n_threads")
-    flash_attn: FlashAttn | None = param(
+    flash_attn: FlashAttn | str | bool | None = param(
         None, "-fa", "--flash-attn", parse=_enum_parser(FlashAttn, "flash_attn"),
         format=_enum_text, choices=("on", "off", "auto"), help="Flash Attention")
-    type_k: GGMLType | None = param(
+    type_k: GGMLType | str | None = param(
         None, "-ctk", "--cache-type-k", parse=_enum_parser(GGMLType, "type_k"),
         format=_enum_text, choices=_KV_TYPES, help="KV cache data type for K")
-    type_v: GGMLType | None = param(
+    type_v: GGMLType | str | None = param(
         None, "-ctv", "--cache-type-v", parse=_enum_parser(GGMLType, "type_v"),
         format=_enum_text, choices=_KV_TYPES,
         help="KV cache data type for V (a quantized V cache needs Flash Attention)")
-    rope_scaling: RopeScaling | None = param(
+    rope_scaling: RopeScaling | str | None = param(
         None, "--rope-scaling", parse=_enum_parser(RopeScaling, "rope_scaling"),
         format=_enum_text, choices=("none", "linear", "yarn", "longrope"),
         help="RoPE frequency scaling method")
@@ -64,7 +64,7 @@ class ContextParams(_Params):
                                       help="YaRN original context size of the model")
     embeddings: bool | None = param(None, "--embeddings", "--embedding",
                                     help="also extract embeddings")
-    pooling: PoolingType | None = param(
+    pooling: PoolingType | str | None = param(
         None, "--pooling", parse=_enum_parser(PoolingType, "pooling"), format=_enum_text,
         choices=("none", "mean", "cls", "last", "rank"), help="embedding pooling")
     attention: str | None = param(None, "--attention", parse=str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..._bindings.enums import LoadMode, SplitMode, parse_enum
@@ -59,20 +59,20 @@ class ModelParams(_Params):
     n_gpu_layers: int | None = param(
         None, "-ngl", "--n-gpu-layers", "--gpu-layers", parse=int, metavar="N",
         help="layers to store on GPU/other devices; negative: all")
-    split_mode: SplitMode | None = param(
+    split_mode: SplitMode | str | None = param(
         None, "-sm", "--split-mode", parse=_enum_parser(SplitMode, "split_mode"),
         format=_enum_text, choices=("none", "layer", "row", "tensor"),
         help="how to split the model across devices")
     main_gpu: int | None = param(
         None, "-mg", "--main-gpu", parse=int, metavar="INDEX",
         help="device for the whole model with split_mode 'none'")
-    tensor_split: tuple[float, ...] | None = param(
+    tensor_split: Sequence[float] | None = param(
         None, "-ts", "--tensor-split", parse=parse_floats, format=format_floats,
         metavar="N0,N1,...", help="proportion of the model per device, e.g. 3,1")
-    devices: tuple[str, ...] | None = param(
+    devices: Sequence[str] | None = param(
         None, "-dev", "--device", parse=parse_names, format=format_names, metavar="DEV,...",
         help="devices to offload to (names from llama_cffi.devices()); default all")
-    tensor_overrides: tuple[tuple[str, str], ...] = param(
+    tensor_overrides: Sequence[tuple[str, str]] | Mapping[str, str] = param(
         (), "-ot", "--override-tensor", parse=_parse_override, repeat=True,
         format=lambda pair: f"{pair[0]}={pair[1]}", metavar="PATTERN=BUFFER_TYPE",
         help="keep weight tensors matching PATTERN (a regex) in BUFFER_TYPE, e.g. "
@@ -83,10 +83,11 @@ class ModelParams(_Params):
                            help="keep the MoE expert weights of the first N layers in host memory")
     n_cpu_ffn: int = param(0, "-ncffn", "--n-cpu-ffn", parse=int, metavar="N",
                            help="keep the dense FFN weights of the first N layers in host memory")
-    kv_overrides: tuple[tuple[str, int | float | bool | str], ...] = param(
+    kv_overrides: (Sequence[tuple[str, int | float | bool | str]]
+                   | Mapping[str, int | float | bool | str]) = param(
         (), "--override-kv", parse=_parse_kv, format=_format_kv, repeat=True,
         metavar="KEY=TYPE:VALUE", help="override a metadata value (TYPE: int, float, bool, str)")
-    load_mode: LoadMode | None = param(
+    load_mode: LoadMode | str | None = param(
         None, "-lm", "--load-mode", parse=_enum_parser(LoadMode, "load_mode"),
         format=_enum_text, choices=("auto", "none", "mmap", "mlock", "mmap+mlock", "dio"),
         help="how weights are read: memory-mapped, locked in RAM, direct I/O")
@@ -130,7 +131,8 @@ class ModelParams(_Params):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"tensor_overrides: bad pattern {pattern!r}: {exc}") from None
+                raise ValueError(
+                    f"tensor_overrides: pattern {pattern!r} is not a regex: {exc}") from None
         self._set("tensor_overrides", overrides)
         self._set("n_cpu_moe", _int(self.n_cpu_moe, "n_cpu_moe", minimum=0))
         self._set("n_cpu_ffn", _int(self.n_cpu_ffn, "n_cpu_ffn", minimum=0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import _float, _int, _pairs, _Params
@@ -73,7 +74,7 @@ class SamplingParams(_Params):
 
     max_tokens: int = param(-1, "-n", "--n-predict", "--predict", parse=int, metavar="N",
                             help="most tokens to generate, -1 = until the end or a full context")
-    stop: tuple[str, ...] = param((), "--stop", "-r", "--reverse-prompt", parse=str,
+    stop: str | Sequence[str] = param((), "--stop", "-r", "--reverse-prompt", parse=str,
                                   repeat=True, metavar="TEXT",
                                   help="strings that end the output (not included); repeatable")
     ignore_eos: bool = param(False, "--ignore-eos",
@@ -109,7 +110,7 @@ class SamplingParams(_Params):
                                     help="DRY: repeats up to this length are not penalised")
     dry_penalty_last_n: int = param(64, "--dry-penalty-last-n", parse=int, metavar="N",
                                     help="DRY: tokens looked at, -1 = context size")
-    dry_sequence_breakers: tuple[str, ...] = param(
+    dry_sequence_breakers: str | Sequence[str] = param(
         DRY_SEQUENCE_BREAKERS, "--dry-sequence-breaker", parse=str, repeat=True,
         metavar="TEXT", help="DRY sequence breakers; repeatable")
     dynatemp_range: float = param(0.0, "--dynatemp-range", parse=float, metavar="F",
@@ -130,10 +131,10 @@ class SamplingParams(_Params):
                       help="random seed, 4294967295 = random")
     min_keep: int = param(0, "--min-keep", parse=int, metavar="N",
                           help="samplers keep at least this many tokens")
-    logit_bias: tuple[tuple[int, float], ...] = param(
+    logit_bias: Sequence[tuple[int, float]] | Mapping[int, float] = param(
         (), "-l", "--logit-bias", parse=_parse_bias, format=_format_bias, repeat=True,
         metavar="TOKEN(+/-)BIAS", help="add BIAS to a token's logit (-inf forbids it)")
-    samplers: tuple[str, ...] = param(
+    samplers: str | Sequence[str] = param(
         DEFAULT_SAMPLERS, "--samplers", "--sampling-seq", parse=normalise_samplers,
         format=lambda seq: ";".join(seq), metavar="NAMES",
         help="sampler order: ';'-separated names or letters, e.g. 'kpmt'")
@@ -153,12 +154,12 @@ class SamplingParams(_Params):
 
     def __post_init__(self) -> None:
         self._set("max_tokens", _int(self.max_tokens, "max_tokens", minimum=-1))
-        stop = self.stop
+        stop: object = self.stop
         if isinstance(stop, str):  # one stop string, not its characters
             stop = (stop,)
         if stop is None:
             stop = ()
-        if not all(isinstance(s, str) for s in stop):
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
             raise TypeError("stop must be a string or a sequence of strings")
         self._set("stop", tuple(s for s in stop if s))
         if not isinstance(self.ignore_eos, bool):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..._bindings.enums import GGMLType, parse_enum
@@ -38,13 +38,13 @@ class SpeculativeParams(_Params):
     draft_n_gpu_layers: int | None = param(
         None, "-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft", parse=int, metavar="N",
         help="layers of the draft model on GPU/other devices")
-    draft_devices: tuple[str, ...] | None = param(
+    draft_devices: Sequence[str] | None = param(
         None, "-devd", "--device-draft", parse=parse_names, format=format_names,
         metavar="DEV,...", help="devices for the draft model")
-    draft_type_k: GGMLType | None = param(
+    draft_type_k: GGMLType | str | None = param(
         None, "-ctkd", "--cache-type-k-draft", parse=_enum_parser(GGMLType, "type_k"),
         format=_enum_text, choices=_KV_TYPES, help="draft KV cache type for K")
-    draft_type_v: GGMLType | None = param(
+    draft_type_v: GGMLType | str | None = param(
         None, "-ctvd", "--cache-type-v-draft", parse=_enum_parser(GGMLType, "type_v"),
         format=_enum_text, choices=_KV_TYPES, help="draft KV cache type for V")
     ngram_size_n: int = param(12, "--spec-ngram-simple-size-n", parse=int, metavar="N",

@@ -1,0 +1,488 @@
+"""GGUF mutation test: hostile model files are loaded or refused, never a crash.
+
+Seeded mutants of the real test models (SmolLM2, Gemma 3) are generated from a
+structural walk of each file's header, metadata and tensor infos: random bit
+flips, truncations at many offsets, huge or odd values written into the
+counts (``n_tensors``, ``n_kv``), string lengths, array lengths and element
+types, metadata values, and tensor ``n_dims``/dims/types/offsets.
+
+Each mutant is materialised as a file (the mutated header region, then the
+tensor data region as a sparse hole of zeros: loading never reads the weights'
+values, so zeros load like the real ones) and loaded with :class:`Model` in a
+child process; a child runs many mutants in sequence and reports each one.
+The parent notices a crash (the child dies) or a hang (no report in time),
+records it against the mutant being loaded, and continues with the next one
+in a new child, so every mutant is classified.
+
+Every mutant must end up ``loaded`` or ``refused`` with a
+:class:`ModelLoadError` (or subclass) carrying a non-empty message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import selectors
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = 20240611
+N_SMOLLM2 = 440
+N_GEMMA = 70
+MUTANT_TIMEOUT_S = 30.0
+"""A mutant whose load takes longer than this is a hang (good loads take < 1 s)."""
+CHILD_MEMORY_LIMIT = 6 << 30
+"""Address-space limit of a child: an absurd allocation fails instead of
+exhausting the machine (and shows up as a crash if llama.cpp does not
+handle the failure)."""
+N_WORKERS = 2
+
+# GGUF value types (gguf.h)
+U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
+SCALAR_FMT = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32: "<f",
+              BOOL: "<B", U64: "<Q", I64: "<q", F64: "<d"}
+
+
+@dataclass
+class Slot:
+    """One structural field of a GGUF file: where it is, its width, its role."""
+
+    kind: str
+    """header: version, n_tensors, n_kv; kv: key_len, value_type, array_type,
+    array_len, string_len, value; tensor: name_len, n_dims, dim, ggml_type,
+    tensor_offset."""
+    offset: int
+    fmt: str
+    """struct format of the field (``<I``, ``<Q`` ...)."""
+    value: int | float
+    label: str
+    """Which key or tensor the field belongs to."""
+
+
+@dataclass
+class Layout:
+    """The result of walking a GGUF file's header region."""
+
+    slots: list[Slot]
+    kv_start: int
+    tensor_info_start: int
+    tensor_info_end: int
+    data_offset: int
+    file_size: int
+
+
+class _Walker:
+    """A minimal GGUF reader that records every field's offset."""
+
+    def __init__(self, buf: bytes, rng: random.Random) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.slots: list[Slot] = []
+        self.rng = rng
+
+    def take(self, fmt: str, kind: str | None = None, label: str = "",
+             record: bool = True) -> int | float:
+        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        if kind is not None and record:
+            self.slots.append(Slot(kind, self.pos, fmt, value, label))
+        self.pos += struct.calcsize(fmt)
+        return value
+
+    def string(self, kind: str, label: str, record: bool = True) -> bytes:
+        n = int(self.take("<Q", kind, label, record))
+        s = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return s
+
+    def value(self, vtype: int, label: str, record: bool = True) -> None:
+        if vtype == STR:
+            self.string("string_len", label, record)
+        else:
+            self.take(SCALAR_FMT[vtype], "value" if record else None, label, record)
+
+
+def walk_gguf(path: Path, seed: int = 0) -> Layout:
+    """Walk ``path``'s header, metadata and tensor infos.
+
+    Fields of long arrays are sampled (the first three elements, the last one
+    and a few random ones), so the slot list stays small.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        buf = fh.read(min(size, 64 << 20))
+    w = _Walker(buf, random.Random(seed))
+    assert buf[:4] == b"GGUF"
+    w.pos = 4
+    w.take("<I", "version", "header")
+    n_tensors = int(w.take("<Q", "n_tensors", "header"))
+    n_kv = int(w.take("<Q", "n_kv", "header"))
+    kv_start = w.pos
+    alignment = 32
+    for _ in range(n_kv):
+        key = w.string("key_len", "").decode()
+        w.slots[-1].label = key
+        vtype = int(w.take("<I", "value_type", key))
+        if vtype == ARR:
+            etype = int(w.take("<I", "array_type", key))
+            n = int(w.take("<Q", "array_len", key))
+            sampled = {0, 1, 2, n - 1, *(w.rng.randrange(n) for _ in range(3) if n)}
+            if etype == STR:
+                for i in range(n):
+                    w.value(etype, f"{key}[{i}]", record=i in sampled)
+            else:
+                first = w.pos
+                width = struct.calcsize(SCALAR_FMT[etype])
+                for i in sorted(x for x in sampled if 0 <= x < n):
+                    w.pos = first + i * width
+                    w.value(etype, f"{key}[{i}]")
+                w.pos = first + n * width
+        else:
+            if key == "general.alignment":
+                alignment = int(struct.unpack_from("<I", buf, w.pos)[0])
+            w.value(vtype, key)
+    tensor_info_start = w.pos
+    for _ in range(n_tensors):
+        name = w.string("name_len", "").decode()
+        w.slots[-1].label = name
+        n_dims = int(w.take("<I", "n_dims", name))
+        for d in range(n_dims):
+            w.take("<Q", "dim", f"{name}.ne[{d}]")
+        w.take("<I", "ggml_type", name)
+        w.take("<Q", "tensor_offset", name)
+    tensor_info_end = w.pos
+    data_offset = -(-tensor_info_end // alignment) * alignment
+    return Layout(w.slots, kv_start, tensor_info_start, tensor_info_end, data_offset, size)
+
+
+@dataclass
+class Mutant:
+    """One mutated file: patches over the original header region, then a size."""
+
+    id: int
+    base: str
+    """Path of the original model."""
+    desc: str
+    patches: list[tuple[int, str]] = field(default_factory=list)
+    """(offset, hex bytes) written over the original."""
+    size: int = 0
+    """Size of the mutated file (smaller than the original: truncated)."""
+    prefix: int = 0
+    """Bytes of the original copied (the header region); the rest is zeros."""
+    vocab_only: bool = False
+
+
+def _interesting(slot: Slot, layout: Layout, rng: random.Random) -> list[int]:
+    """Values worth writing into an integer slot of width ``slot.fmt``."""
+    bits = struct.calcsize(slot.fmt) * 8
+    mask = (1 << bits) - 1
+    v = int(slot.value)
+    values = [0, 1, 2, 0x7F, 0xFF, 0x7FFF, 0xFFFF, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF,
+              1 << 32, (1 << 32) + 1, 1 << 40, (1 << 62), (1 << 63) - 1, 1 << 63, mask,
+              v + 1, v - 1, v * 2, v * 1000, v + 1 << 20, layout.file_size,
+              layout.file_size - slot.offset, rng.getrandbits(bits), rng.getrandbits(16)]
+    return [x & mask for x in values]
+
+
+def _pack(slot: Slot, value: int) -> str:
+    fmt = slot.fmt.upper() if slot.fmt[-1] in "bhiq" else slot.fmt
+    if fmt in ("<f", "<d"):
+        return struct.pack(fmt, float(value)).hex()
+    return struct.pack(fmt, value & ((1 << struct.calcsize(fmt) * 8) - 1)).hex()
+
+
+def make_mutants(base: Path, n: int, seed: int, first_id: int = 0) -> list[Mutant]:
+    """``n`` seeded mutants of ``base`` (the same seed gives the same mutants)."""
+    rng = random.Random(seed)
+    layout = walk_gguf(base, seed)
+    by_kind: dict[str, list[Slot]] = {}
+    for s in layout.slots:
+        by_kind.setdefault(s.kind, []).append(s)
+    header = by_kind["version"] + by_kind["n_tensors"] + by_kind["n_kv"]
+    lengths = by_kind["key_len"] + by_kind["string_len"] + by_kind["name_len"]
+    arrays = by_kind["array_len"]
+    types = by_kind["value_type"] + by_kind["array_type"]
+    tensors = by_kind["n_dims"] + by_kind["dim"] + by_kind["ggml_type"] + by_kind["tensor_offset"]
+    values = [s for s in by_kind["value"] if s.fmt not in ("<f", "<d")]
+    floats = [s for s in by_kind["value"] if s.fmt in ("<f", "<d")]
+    small_kv_end = min([s.offset for s in arrays] + [layout.tensor_info_start])
+    out: list[Mutant] = []
+
+    def add(desc: str, patches: list[tuple[int, str]] | None = None,
+            size: int | None = None) -> None:
+        i = first_id + len(out)
+        out.append(Mutant(i, str(base), desc, patches or [],
+                          layout.file_size if size is None else size,
+                          layout.data_offset, vocab_only=rng.random() < 0.2))
+
+    def set_slot(slot: Slot, value: int, what: str) -> None:
+        add(f"{what} {slot.kind} of {slot.label!r} @{slot.offset}: {int(slot.value)} -> {value}",
+            [(slot.offset, _pack(slot, value))])
+
+    # the mix of operators (weights sum to 1)
+    operators = [("flip", 0.22), ("trunc", 0.12), ("header", 0.06), ("length", 0.12),
+                 ("array", 0.08), ("type", 0.10), ("tensor", 0.16), ("value", 0.12),
+                 ("float", 0.02)]
+    names = [o for o, _ in operators]
+    weights = [w for _, w in operators]
+    while len(out) < n:
+        op = rng.choices(names, weights)[0]
+        if op == "flip":
+            region = rng.choice([(0, layout.kv_start), (layout.kv_start, small_kv_end),
+                                 (layout.kv_start, layout.tensor_info_start),
+                                 (layout.tensor_info_start, layout.tensor_info_end)])
+            patches = []
+            for _ in range(rng.randint(1, 4)):
+                off = rng.randrange(*region)
+                with open(base, "rb") as fh:
+                    fh.seek(off)
+                    byte = fh.read(1)[0]
+                patches.append((off, bytes([byte ^ (1 << rng.randrange(8))]).hex()))
+            add(f"bit flips at {[p[0] for p in patches]}", patches)
+        elif op == "trunc":
+            where = rng.random()
+            if where < 0.5:
+                size = rng.randrange(0, layout.data_offset)
+            elif where < 0.8:
+                size = max(0, rng.choice(layout.slots).offset + rng.randint(-2, 10))
+            else:
+                size = rng.randrange(layout.data_offset, layout.file_size)
+            add(f"truncated to {size} bytes", size=size)
+        elif op == "header":
+            slot = rng.choice(header)
+            set_slot(slot, rng.choice(_interesting(slot, layout, rng)), "count")
+        elif op == "length":
+            slot = rng.choice(lengths)
+            set_slot(slot, rng.choice(_interesting(slot, layout, rng)), "length")
+        elif op == "array":
+            slot = rng.choice(arrays)
+            set_slot(slot, rng.choice(_interesting(slot, layout, rng)), "array length")
+        elif op == "type":
+            slot = rng.choice(types)
+            set_slot(slot, rng.choice([*range(0, 14), 0xFF, 0x7FFF_FFFF, 0xFFFF_FFFF,
+                                       rng.getrandbits(32)]), "type")
+        elif op == "tensor":
+            slot = rng.choice(tensors)
+            if slot.kind == "n_dims":
+                value = rng.choice([0, 1, 2, 3, 4, 5, 8, 0xFFFF_FFFF, rng.getrandbits(32)])
+            elif slot.kind == "ggml_type":
+                value = rng.choice([*range(0, 42), 0xFFFF_FFFF, 0x8000_0000])
+            else:
+                value = rng.choice(_interesting(slot, layout, rng))
+            set_slot(slot, value, "tensor")
+        elif op == "value":
+            slot = rng.choice(values)
+            set_slot(slot, rng.choice(_interesting(slot, layout, rng)), "value")
+        else:
+            slot = rng.choice(floats)
+            bad = rng.choice([float("nan"), float("inf"), -float("inf"), 0.0, -1.0, 1e38])
+            add(f"float {slot.label!r} @{slot.offset}: {slot.value} -> {bad}",
+                [(slot.offset, struct.pack(slot.fmt, bad).hex())])
+    return out
+
+
+CHILD = r"""
+import json, os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))
+import llama_cffi as lc
+plan = {m["id"]: m for m in json.load(open(sys.argv[1]))}
+ids = [int(x) for x in sys.argv[2].split(",")]
+workdir = os.path.dirname(sys.argv[1])
+prefixes = {}
+for i in ids:
+    m = plan[i]
+    if m["base"] not in prefixes:
+        with open(m["base"], "rb") as fh:
+            prefixes[m["base"]] = fh.read(m["prefix"])
+    data = bytearray(prefixes[m["base"]])
+    for off, hexbytes in m["patches"]:
+        b = bytes.fromhex(hexbytes)
+        data[off:off + len(b)] = b
+    path = os.path.join(workdir, f"mutant-{os.getpid()}-{i}.gguf")
+    with open(path, "wb") as fh:
+        fh.write(data[:m["size"]])
+        fh.truncate(m["size"])
+    print("BEGIN", i, flush=True)
+    try:
+        model = lc.Model(path, vocab_only=m["vocab_only"])
+    except lc.ModelLoadError as e:
+        rec = {"id": i, "result": "refused", "type": type(e).__name__, "message": str(e)}
+    except BaseException as e:
+        rec = {"id": i, "result": "other", "type": type(e).__name__, "message": str(e)}
+    else:
+        _ = model.vocab.n_tokens, model.description, model.n_params
+        model.close()
+        rec = {"id": i, "result": "loaded"}
+    os.unlink(path)
+    print("RESULT", json.dumps(rec), flush=True)
+print("DONE", flush=True)
+"""
+
+
+def _read_line(proc: subprocess.Popen[bytes], sel: selectors.BaseSelector, buf: bytearray,
+               timeout: float) -> str | None:
+    """The next line from ``proc``'s stdout, or None on timeout or end of output."""
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sel.select(left):
+            return None
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            return None
+        buf.extend(chunk)
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line.decode("utf-8", "replace")
+
+
+def run_mutants(plan_path: Path, ids: list[int], timeout: float = MUTANT_TIMEOUT_S,
+                env: dict[str, str] | None = None) -> dict[int, dict[str, str]]:
+    """Classify the mutants ``ids`` of the plan: one child for many mutants,
+    a new child after a crash or hang (which is recorded against the mutant
+    the child was loading)."""
+    results: dict[int, dict[str, str]] = {}
+    child_env = dict(os.environ, GGML_NO_BACKTRACE="1", **(env or {}))
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), child_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    todo = list(ids)
+    while todo:
+        stderr = tempfile.TemporaryFile()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(plan_path), ",".join(map(str, todo)),
+             str(CHILD_MEMORY_LIMIT)],
+            stdout=subprocess.PIPE, stderr=stderr, env=child_env)
+        sel = selectors.DefaultSelector()
+        assert proc.stdout is not None
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        buf = bytearray()
+        current: int | None = None
+        start_timeout = 60.0  # interpreter start-up and import
+        while True:
+            line = _read_line(proc, sel, buf, start_timeout if current is None else timeout)
+            if line is not None and line.startswith("BEGIN "):
+                current = int(line.split()[1])
+                continue
+            if line is not None and line.startswith("RESULT "):
+                rec = json.loads(line[7:])
+                results[rec["id"]] = rec
+                todo.remove(rec["id"])
+                current = None
+                continue
+            if line == "DONE":
+                proc.wait(timeout=30)
+                break
+            if line is not None:
+                continue  # stray output
+            # no line in time, or end of output: a hang or a crash
+            hung = proc.poll() is None
+            if hung:
+                proc.kill()
+            rc = proc.wait(timeout=30)
+            stderr.seek(0)
+            tail = stderr.read()[-1500:].decode("utf-8", "replace")
+            if current is None:
+                raise AssertionError(f"mutant child died outside a load (exit {rc}):\n{tail}")
+            results[current] = {"id": current, "result": "hang" if hung else "crash",
+                                "type": f"exit {rc}", "message": tail}
+            todo.remove(current)
+            break
+        sel.close()
+        stderr.close()
+    return results
+
+
+def run_parallel(plan_path: Path, ids: list[int], workers: int = N_WORKERS,
+                 **kwargs: object) -> dict[int, dict[str, str]]:
+    """:func:`run_mutants` over ``workers`` interleaved shares of ``ids``."""
+    shares = [ids[k::workers] for k in range(workers)]
+    results: dict[int, dict[str, str]] = {}
+    errors: list[BaseException] = []
+
+    def work(share: list[int]) -> None:
+        try:
+            results.update(run_mutants(plan_path, share, **kwargs))  # type: ignore[arg-type]
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in shares if s]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def write_plan(mutants: list[Mutant], directory: Path) -> Path:
+    plan = directory / "plan.json"
+    plan.write_text(json.dumps([asdict(m) for m in mutants]))
+    return plan
+
+
+def all_mutants(smollm2: Path, gemma3: Path, seed: int = SEED,
+                n_smollm2: int = N_SMOLLM2, n_gemma: int = N_GEMMA) -> list[Mutant]:
+    """The seeded mutants of both test models."""
+    mutants = make_mutants(smollm2, n_smollm2, seed)
+    return mutants + make_mutants(gemma3, n_gemma, seed + 1, first_id=len(mutants))
+
+
+# -- tests ------------------------------------------------------------------------
+
+
+def test_mutants_are_reproducible(smollm2_path: Path) -> None:
+    a = make_mutants(smollm2_path, 50, SEED)
+    b = make_mutants(smollm2_path, 50, SEED)
+    assert [asdict(m) for m in a] == [asdict(m) for m in b]
+    assert len({m.desc for m in a}) > 40  # and varied
+    c = make_mutants(smollm2_path, 50, SEED + 1)
+    assert [m.desc for m in a] != [m.desc for m in c]
+
+
+def test_walker_finds_every_field(smollm2_path: Path, gemma3_path: Path) -> None:
+    import gguf
+
+    for path in (smollm2_path, gemma3_path):
+        layout = walk_gguf(path)
+        reader = gguf.GGUFReader(path)
+        assert layout.data_offset == reader.data_offset
+        kinds = [s.kind for s in layout.slots]
+        assert kinds.count("key_len") == len(reader.fields) - 3  # less GGUF.* pseudo-fields
+        assert kinds.count("name_len") == len(reader.tensors)
+        assert kinds.count("n_dims") == len(reader.tensors)
+
+
+@pytest.mark.slow
+def test_gguf_mutants_load_or_refuse(tmp_path: Path, smollm2_path: Path,
+                                     gemma3_path: Path) -> None:
+    mutants = all_mutants(smollm2_path, gemma3_path)
+    assert len(mutants) >= 500
+    plan = write_plan(mutants, tmp_path)
+    start = time.monotonic()
+    results = run_parallel(plan, [m.id for m in mutants])
+    elapsed = time.monotonic() - start
+    assert sorted(results) == [m.id for m in mutants]
+    bad = []
+    for m in mutants:
+        r = results[m.id]
+        ok = r["result"] == "loaded" or (r["result"] == "refused" and r["message"].strip())
+        if not ok:
+            bad.append(f"#{m.id} {Path(m.base).name}: {m.desc}\n"
+                       f"    -> {r['result']} {r.get('type')}: {r.get('message', '')[-600:]}")
+    counts = {k: sum(r["result"] == k for r in results.values())
+              for k in ("loaded", "refused", "crash", "hang", "other")}
+    assert not bad, f"{len(bad)} mutants misbehaved {counts}:\n" + "\n".join(bad)
+    # the mutants exercise both outcomes
+    assert counts["loaded"] > 20 and counts["refused"] > 200, counts
+    print(f"{len(mutants)} mutants in {elapsed:.0f} s: {counts}")
