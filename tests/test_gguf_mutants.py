@@ -79,6 +79,12 @@ class Layout:
     tensor_info_end: int
     data_offset: int
     file_size: int
+    kvs: dict[str, tuple[int, int, int]]
+    """key -> (start, end, value type) of each key/value pair."""
+    tensor_infos: list[tuple[str, int, int]]
+    """(name, start, end) of each tensor info."""
+    strings: dict[str, bytes]
+    """The string values (not arrays) by key."""
 
 
 class _Walker:
@@ -128,7 +134,10 @@ def walk_gguf(path: Path, seed: int = 0) -> Layout:
     n_kv = int(w.take("<Q", "n_kv", "header"))
     kv_start = w.pos
     alignment = 32
+    kvs: dict[str, tuple[int, int, int]] = {}
+    strings: dict[str, bytes] = {}
     for _ in range(n_kv):
+        kv_pos = w.pos
         key = w.string("key_len", "").decode()
         w.slots[-1].label = key
         vtype = int(w.take("<I", "value_type", key))
@@ -149,9 +158,15 @@ def walk_gguf(path: Path, seed: int = 0) -> Layout:
         else:
             if key == "general.alignment":
                 alignment = int(struct.unpack_from("<I", buf, w.pos)[0])
+            if vtype == STR:
+                n = int(struct.unpack_from("<Q", buf, w.pos)[0])
+                strings[key] = buf[w.pos + 8:w.pos + 8 + n]
             w.value(vtype, key)
+        kvs[key] = (kv_pos, w.pos, vtype)
     tensor_info_start = w.pos
+    tensor_infos: list[tuple[str, int, int]] = []
     for _ in range(n_tensors):
+        info_pos = w.pos
         name = w.string("name_len", "").decode()
         w.slots[-1].label = name
         n_dims = int(w.take("<I", "n_dims", name))
@@ -159,26 +174,117 @@ def walk_gguf(path: Path, seed: int = 0) -> Layout:
             w.take("<Q", "dim", f"{name}.ne[{d}]")
         w.take("<I", "ggml_type", name)
         w.take("<Q", "tensor_offset", name)
+        tensor_infos.append((name, info_pos, w.pos))
     tensor_info_end = w.pos
     data_offset = -(-tensor_info_end // alignment) * alignment
-    return Layout(w.slots, kv_start, tensor_info_start, tensor_info_end, data_offset, size)
+    return Layout(w.slots, kv_start, tensor_info_start, tensor_info_end, data_offset, size,
+                  kvs, tensor_infos, strings)
 
 
 @dataclass
 class Mutant:
-    """One mutated file: patches over the original header region, then a size."""
+    """One mutated file: the original header region (magic .. tensor infos) with
+    patches and splices, padded to the alignment, then the tensor data region
+    as zeros, cut to ``size``."""
 
     id: int
     base: str
     """Path of the original model."""
     desc: str
+    prefix: int
+    """Bytes of the original taken (magic .. end of the tensor infos)."""
+    data_size: int
+    """Bytes of (zero) tensor data after the header region."""
     patches: list[tuple[int, str]] = field(default_factory=list)
     """(offset, hex bytes) written over the original."""
-    size: int = 0
-    """Size of the mutated file (smaller than the original: truncated)."""
-    prefix: int = 0
-    """Bytes of the original copied (the header region); the rest is zeros."""
+    splices: list[tuple[int, int, str]] = field(default_factory=list)
+    """(offset, bytes removed, hex bytes inserted), applied after the patches
+    (from the last offset to the first, so offsets are the original's)."""
+    size: int | None = None
+    """Size of the file (cut short: truncated); None: header + padding + data."""
     vocab_only: bool = False
+
+
+def materialise(m: dict[str, object], prefix: bytes, out: Path, alignment: int = 32) -> None:
+    """Write mutant ``m`` (a :class:`Mutant` as a dict) to ``out``; ``prefix`` holds
+    the original's first ``m["prefix"]`` bytes."""
+    data = bytearray(prefix)
+    for off, hexbytes in m["patches"]:  # type: ignore[attr-defined]
+        b = bytes.fromhex(hexbytes)
+        data[off:off + len(b)] = b
+    for off, n, hexbytes in sorted(m["splices"], reverse=True):  # type: ignore[call-overload]
+        data[off:off + n] = bytes.fromhex(hexbytes)
+    total = len(data) + (-len(data)) % alignment + int(m["data_size"])  # type: ignore[call-overload]
+    size = total if m["size"] is None else int(m["size"])  # type: ignore[call-overload]
+    with out.open("wb") as fh:
+        fh.write(data[:size])
+        fh.truncate(size)  # the rest is a hole of zeros
+
+
+def gguf_string(s: bytes) -> bytes:
+    return struct.pack("<Q", len(s)) + s
+
+
+def gguf_kv(key: str, vtype: int, value: object) -> bytes:
+    """The bytes of one key/value pair (arrays: ``value`` is ``(etype, items)``)."""
+    out = gguf_string(key.encode()) + struct.pack("<I", vtype)
+    if vtype == STR:
+        return out + gguf_string(value if isinstance(value, bytes) else str(value).encode())
+    if vtype == ARR:
+        etype, items = value  # type: ignore[misc]
+        out += struct.pack("<IQ", etype, len(items))
+        for item in items:
+            out += (gguf_string(item) if etype == STR
+                    else struct.pack(SCALAR_FMT[etype], item))
+        return out
+    return out + struct.pack(SCALAR_FMT[vtype], value)
+
+
+def hostile_kvs(arch: str, n_vocab: int, n_layer: int) -> list[tuple[str, int, object]]:
+    """Key/value pairs to add to a model: values llama.cpp's loaders must refuse
+    or survive (expert counts, alignment, rope scaling, special tokens ...)."""
+    a = arch
+    nan, inf = float("nan"), float("inf")
+    kvs: list[tuple[str, int, object]] = []
+    for v in (0, 1, 2, 64, 1025, 0xFFFF_FFFF):
+        kvs += [(f"{a}.expert_count", U32, v), (f"{a}.expert_used_count", U32, v),
+                (f"{a}.expert_group_count", U32, v)]
+    kvs += [(f"{a}.expert_used_count", ARR, (U32, [2] * n)) for n in (0, 1, n_layer, 10_000)]
+    kvs += [(f"{a}.attention.head_count", ARR, (U32, [9] * n)) for n in (0, 1, n_layer, 600)]
+    kvs += [(f"{a}.attention.head_count_kv", ARR, (U32, [0] * n)) for n in (1, n_layer)]
+    kvs += [(f"{a}.nextn_predict_layers", U32, v) for v in (1, n_layer, n_layer + 1, 1 << 31)]
+    kvs += [(f"{a}.rope.scaling.type", STR, v) for v in ("bogus", "", "yarn", "longrope", "none")]
+    kvs += [(f"{a}.rope.scaling.factor", F32, v) for v in (0.0, -1.0, nan, inf, 1e30)]
+    kvs += [(f"{a}.attention.layer_norm_epsilon", F32, v) for v in (nan, -1.0, 0.0)]
+    kvs += [(f"{a}.pooling_type", U32, v) for v in (0, 1, 2, 3, 4, 7, 1 << 31)]
+    kvs += [(f"{a}.attention.causal", BOOL, v) for v in (0, 1, 2)]
+    kvs += [(f"{a}.attention.sliding_window", U32, v) for v in (0, 1, 1 << 31)]
+    kvs += [(f"{a}.embedding_length_out", U32, v) for v in (0, 1, 1 << 31)]
+    kvs += [(f"{a}.classifier.output_labels", ARR, (STR, [b"a", b"b"]))]
+    kvs += [("general.alignment", U32, v) for v in (0, 1, 3, 64, 1 << 31)]
+    kvs += [("general.alignment", U64, 32), ("general.alignment", STR, "32")]
+    kvs += [("tokenizer.ggml.scores", ARR, (F32, [0.5] * n)) for n in (0, 10, n_vocab)]
+    kvs += [("tokenizer.ggml.scores", ARR, (I32, [1] * n_vocab))]
+    kvs += [("tokenizer.ggml.precompiled_charsmap", ARR, (U8, list(range(256)) * 4)),
+            ("tokenizer.ggml.precompiled_charsmap", ARR, (U8, [255, 255, 255, 127]))]
+    for key in ("eot", "eom", "sep", "mask", "fim_pre", "cls"):
+        kvs += [(f"tokenizer.ggml.{key}_token_id", U32, v) for v in (n_vocab, 0xFFFF_FFFF)]
+    kvs += [(f"tokenizer.ggml.{k}", BOOL, 1) for k in ("add_eos_token", "add_sep_token")]
+    kvs += [("tokenizer.ggml.eos_token_ids", ARR, (U32, [n_vocab + 5, 0xFFFF_FFFF]))]
+    kvs += [("tokenizer.ggml.suppress_tokens", ARR, (I32, [-1, n_vocab + 1]))]
+    kvs += [("split.count", U16, v) for v in (0, 2, 0xFFFF)]
+    kvs += [("split.no", U16, 1), ("split.tensors.count", I32, -1)]
+    kvs += [("general.architecture", STR, arch)]  # a duplicate key
+    return kvs
+
+
+TOKENIZER_MODELS = ["llama", "bert", "gpt2", "t5", "rwkv", "plamo2", "none", "no_vocab",
+                    "hybriddna", "whitespace", "gemma4", "test", "", "x" * 300]
+PRE_TOKENIZERS = ["default", "llama3", "qwen2", "gpt-2", "deepseek-llm", "falcon", "bloom",
+                  "smollm", "gemma4", "kimi-k2", "no-such-pre"]
+ARCHITECTURES = ["llama", "gemma3", "bert", "t5", "mamba", "rwkv6", "rwkv7", "clip", "qwen3moe",
+                 "deepseek2", "gpt2", "wavtokenizer-dec", "jamba", "gemma3n", "nomic-bert-moe",
+                 "bogus-arch", ""]
 
 
 def _interesting(slot: Slot, layout: Layout, rng: random.Random) -> list[int]:
@@ -204,9 +310,12 @@ def make_mutants(base: Path, n: int, seed: int, first_id: int = 0) -> list[Mutan
     """``n`` seeded mutants of ``base`` (the same seed gives the same mutants)."""
     rng = random.Random(seed)
     layout = walk_gguf(base, seed)
+    with base.open("rb") as fh:
+        original = fh.read(layout.tensor_info_end)
     by_kind: dict[str, list[Slot]] = {}
     for s in layout.slots:
         by_kind.setdefault(s.kind, []).append(s)
+    n_kv_slot, n_tensors_slot = by_kind["n_kv"][0], by_kind["n_tensors"][0]
     header = by_kind["version"] + by_kind["n_tensors"] + by_kind["n_kv"]
     lengths = by_kind["key_len"] + by_kind["string_len"] + by_kind["name_len"]
     arrays = by_kind["array_len"]
@@ -215,23 +324,31 @@ def make_mutants(base: Path, n: int, seed: int, first_id: int = 0) -> list[Mutan
     values = [s for s in by_kind["value"] if s.fmt not in ("<f", "<d")]
     floats = [s for s in by_kind["value"] if s.fmt in ("<f", "<d")]
     small_kv_end = min([s.offset for s in arrays] + [layout.tensor_info_start])
+    arch = layout.strings["general.architecture"].decode()
+    n_vocab = next(int(s.value) for s in arrays if s.label == "tokenizer.ggml.tokens")
+    n_layer = next(int(s.value) for s in values if s.label == f"{arch}.block_count")
+    extra_kvs = hostile_kvs(arch, n_vocab, n_layer)
+    data_size = layout.file_size - layout.data_offset
     out: list[Mutant] = []
 
     def add(desc: str, patches: list[tuple[int, str]] | None = None,
-            size: int | None = None) -> None:
-        i = first_id + len(out)
-        out.append(Mutant(i, str(base), desc, patches or [],
-                          layout.file_size if size is None else size,
-                          layout.data_offset, vocab_only=rng.random() < 0.2))
+            splices: list[tuple[int, int, str]] | None = None, size: int | None = None) -> None:
+        out.append(Mutant(first_id + len(out), str(base), desc, layout.tensor_info_end,
+                          data_size, patches or [], splices or [], size,
+                          vocab_only=rng.random() < 0.2))
 
     def set_slot(slot: Slot, value: int, what: str) -> None:
         add(f"{what} {slot.kind} of {slot.label!r} @{slot.offset}: {int(slot.value)} -> {value}",
             [(slot.offset, _pack(slot, value))])
 
+    def count(slot: Slot, delta: int) -> tuple[int, str]:
+        return (slot.offset, _pack(slot, int(slot.value) + delta))
+
     # the mix of operators (weights sum to 1)
-    operators = [("flip", 0.22), ("trunc", 0.12), ("header", 0.06), ("length", 0.12),
-                 ("array", 0.08), ("type", 0.10), ("tensor", 0.16), ("value", 0.12),
-                 ("float", 0.02)]
+    operators = [("flip", 0.17), ("trunc", 0.08), ("header", 0.04), ("length", 0.09),
+                 ("array", 0.06), ("type", 0.07), ("tensor", 0.12), ("value", 0.09),
+                 ("float", 0.03), ("add_kv", 0.12), ("del_kv", 0.04), ("string", 0.07),
+                 ("del_tensor", 0.02)]
     names = [o for o, _ in operators]
     weights = [w for _, w in operators]
     while len(out) < n:
@@ -243,10 +360,7 @@ def make_mutants(base: Path, n: int, seed: int, first_id: int = 0) -> list[Mutan
             patches = []
             for _ in range(rng.randint(1, 4)):
                 off = rng.randrange(*region)
-                with open(base, "rb") as fh:
-                    fh.seek(off)
-                    byte = fh.read(1)[0]
-                patches.append((off, bytes([byte ^ (1 << rng.randrange(8))]).hex()))
+                patches.append((off, bytes([original[off] ^ (1 << rng.randrange(8))]).hex()))
             add(f"bit flips at {[p[0] for p in patches]}", patches)
         elif op == "trunc":
             where = rng.random()
@@ -275,42 +389,64 @@ def make_mutants(base: Path, n: int, seed: int, first_id: int = 0) -> list[Mutan
             if slot.kind == "n_dims":
                 value = rng.choice([0, 1, 2, 3, 4, 5, 8, 0xFFFF_FFFF, rng.getrandbits(32)])
             elif slot.kind == "ggml_type":
-                value = rng.choice([*range(0, 42), 0xFFFF_FFFF, 0x8000_0000])
+                value = rng.choice([*range(0, 44), 0xFFFF_FFFF, 0x8000_0000])
             else:
                 value = rng.choice(_interesting(slot, layout, rng))
             set_slot(slot, value, "tensor")
         elif op == "value":
             slot = rng.choice(values)
             set_slot(slot, rng.choice(_interesting(slot, layout, rng)), "value")
-        else:
+        elif op == "float":
             slot = rng.choice(floats)
             bad = rng.choice([float("nan"), float("inf"), -float("inf"), 0.0, -1.0, 1e38])
             add(f"float {slot.label!r} @{slot.offset}: {slot.value} -> {bad}",
                 [(slot.offset, struct.pack(slot.fmt, bad).hex())])
+        elif op == "add_kv":
+            key, vtype, value = rng.choice(extra_kvs)
+            kv = gguf_kv(key, vtype, value)
+            shown = value if vtype != ARR else f"{len(value[1])} x type {value[0]}"  # type: ignore[index]
+            add(f"added {key} = {shown!r} (type {vtype})", [count(n_kv_slot, 1)],
+                [(layout.tensor_info_start, 0, kv.hex())])
+        elif op == "del_kv":
+            key = rng.choice(sorted(layout.kvs))
+            start, end, _ = layout.kvs[key]
+            add(f"removed {key}", [count(n_kv_slot, -1)], [(start, end - start, "")])
+        elif op == "string":
+            key = rng.choice(["tokenizer.ggml.model"] * 6 + ["tokenizer.ggml.pre"] * 3
+                             + ["general.architecture"] * 4 + sorted(layout.strings))
+            if key not in layout.kvs:
+                continue
+            choices = {"tokenizer.ggml.model": TOKENIZER_MODELS,
+                       "tokenizer.ggml.pre": PRE_TOKENIZERS,
+                       "general.architecture": ARCHITECTURES}.get(key, ["", "x" * 1000, "\udcff"])
+            value = rng.choice(choices).encode("utf-8", "surrogateescape")
+            start, end, _ = layout.kvs[key]
+            add(f"{key} = {value[:40]!r}", [], [(start, end - start, gguf_kv(key, STR, value).hex())])
+        else:  # del_tensor: the last tensor info (the others would break the offsets)
+            name, start, end = layout.tensor_infos[-1]
+            add(f"removed tensor {name}", [count(n_tensors_slot, -1)], [(start, end - start, "")])
     return out
 
 
 CHILD = r"""
 import json, os, resource, sys
+from pathlib import Path
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))
+sys.path.insert(0, sys.argv[4])
+from tests.test_gguf_mutants import materialise
 import llama_cffi as lc
 plan = {m["id"]: m for m in json.load(open(sys.argv[1]))}
 ids = [int(x) for x in sys.argv[2].split(",")]
-workdir = os.path.dirname(sys.argv[1])
+workdir = Path(sys.argv[1]).parent
+deep = os.environ.get("MUTANT_DEEP", "1") == "1"
 prefixes = {}
 for i in ids:
     m = plan[i]
     if m["base"] not in prefixes:
         with open(m["base"], "rb") as fh:
             prefixes[m["base"]] = fh.read(m["prefix"])
-    data = bytearray(prefixes[m["base"]])
-    for off, hexbytes in m["patches"]:
-        b = bytes.fromhex(hexbytes)
-        data[off:off + len(b)] = b
-    path = os.path.join(workdir, f"mutant-{os.getpid()}-{i}.gguf")
-    with open(path, "wb") as fh:
-        fh.write(data[:m["size"]])
-        fh.truncate(m["size"])
+    path = workdir / f"mutant-{os.getpid()}-{i}.gguf"
+    materialise(m, prefixes[m["base"]], path)
     print("BEGIN", i, flush=True)
     try:
         model = lc.Model(path, vocab_only=m["vocab_only"])
@@ -319,27 +455,42 @@ for i in ids:
     except BaseException as e:
         rec = {"id": i, "result": "other", "type": type(e).__name__, "message": str(e)}
     else:
-        _ = model.vocab.n_tokens, model.description, model.n_params
-        model.close()
         rec = {"id": i, "result": "loaded"}
-    os.unlink(path)
+        try:  # use it a little: what a caller does next must not crash either
+            _ = model.vocab.n_tokens, model.description, model.n_params, model.metadata
+            if deep:
+                toks = model.vocab.tokenize("Hello world, 123!")
+                model.vocab.detokenize(toks)
+                if not m["vocab_only"]:
+                    with model.context(n_ctx=64, n_batch=64) as ctx:
+                        ctx.eval_tokens(toks[:8] or [0], 0)
+                        ctx.logits()
+        except Exception as e:
+            rec["after_load"] = type(e).__name__ + ": " + str(e)[:300]
+            rec["after_load_ok"] = isinstance(e, lc.LlamaError)
+        model.close()
+    path.unlink()
     print("RESULT", json.dumps(rec), flush=True)
 print("DONE", flush=True)
 """
 
 
+TIMEOUT = "<timeout>"
+EOF = "<end of output>"
+
+
 def _read_line(proc: subprocess.Popen[bytes], sel: selectors.BaseSelector, buf: bytearray,
-               timeout: float) -> str | None:
-    """The next line from ``proc``'s stdout, or None on timeout or end of output."""
+               timeout: float) -> str:
+    """The next line from ``proc``'s stdout, or TIMEOUT, or EOF."""
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     while b"\n" not in buf:
         left = deadline - time.monotonic()
         if left <= 0 or not sel.select(left):
-            return None
+            return TIMEOUT
         chunk = os.read(proc.stdout.fileno(), 65536)
         if not chunk:
-            return None
+            return EOF
         buf.extend(chunk)
     line, _, rest = bytes(buf).partition(b"\n")
     buf[:] = rest
@@ -360,7 +511,7 @@ def run_mutants(plan_path: Path, ids: list[int], timeout: float = MUTANT_TIMEOUT
         stderr = tempfile.TemporaryFile()
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(plan_path), ",".join(map(str, todo)),
-             str(CHILD_MEMORY_LIMIT)],
+             str(CHILD_MEMORY_LIMIT), str(ROOT)],
             stdout=subprocess.PIPE, stderr=stderr, env=child_env)
         sel = selectors.DefaultSelector()
         assert proc.stdout is not None
@@ -370,10 +521,10 @@ def run_mutants(plan_path: Path, ids: list[int], timeout: float = MUTANT_TIMEOUT
         start_timeout = 60.0  # interpreter start-up and import
         while True:
             line = _read_line(proc, sel, buf, start_timeout if current is None else timeout)
-            if line is not None and line.startswith("BEGIN "):
+            if line.startswith("BEGIN "):
                 current = int(line.split()[1])
                 continue
-            if line is not None and line.startswith("RESULT "):
+            if line.startswith("RESULT "):
                 rec = json.loads(line[7:])
                 results[rec["id"]] = rec
                 todo.remove(rec["id"])
@@ -382,10 +533,10 @@ def run_mutants(plan_path: Path, ids: list[int], timeout: float = MUTANT_TIMEOUT
             if line == "DONE":
                 proc.wait(timeout=30)
                 break
-            if line is not None:
+            if line not in (TIMEOUT, EOF):
                 continue  # stray output
-            # no line in time, or end of output: a hang or a crash
-            hung = proc.poll() is None
+            # no line in time (a hang), or the end of output (a crash)
+            hung = line == TIMEOUT
             if hung:
                 proc.kill()
             rc = proc.wait(timeout=30)

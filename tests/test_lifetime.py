@@ -90,9 +90,93 @@ print("freed", v.n_tokens > 0)
 """,
     "numpy views of a closed batch": """
 b = lc.Batch(4)
-t = b.tokens
+t, pos, out = b.tokens, b.positions, b.output
+b.set_tokens([11, 12, 13], 5)
 b.close()
-print("OK", b.tokens.shape, b.positions.shape, b.output.shape)
+del b
+gc.collect()
+junk = [np.full(1000, 99, dtype=np.int32) for _ in range(1000)]  # reuse freed memory
+assert t[:3].tolist() == [11, 12, 13] and pos[:3].tolist() == [5, 6, 7], (t, pos)
+assert out[:3].tolist() == [0, 0, 1], out
+t[:] = 7  # the view owns a reference to its memory: writing is safe
+assert t.tolist() == [7, 7, 7, 7]
+print("OK")
+""",
+    "a closed batch raises ClosedError": """
+b = lc.Batch(4)
+b.close()
+for use in (lambda: b.tokens, lambda: b.positions, lambda: b.n_tokens,
+            lambda: b.add(1, 0), lambda: b.set_tokens([1], 0), lambda: b.clear()):
+    try:
+        use()
+    except lc.ClosedError:
+        pass
+    else:
+        raise SystemExit("no ClosedError")
+print("OK")
+""",
+    "logits kept after close": """
+ctx = m.context(n_ctx=64)
+ctx.eval_tokens(m.vocab.tokenize("Hello world"), 0)
+logits = ctx.logits()
+emb_ref = logits.copy()
+assert logits.flags.owndata  # a copy, not a view of llama.cpp's buffer
+ctx.eval_tokens(m.vocab.tokenize(" and more"), 2)  # the next decode does not change it
+ctx.close()
+m.close()
+gc.collect()
+junk = [np.full(100000, 7.0, dtype=np.float32) for _ in range(50)]
+assert np.array_equal(logits, emb_ref)
+print("OK")
+""",
+    "Python sampler keeps its candidates": """
+kept = []
+class Keep(lc.PythonSampler):
+    def apply(self, c):
+        kept.append((c, c.logits, c.ids))
+ctx = m.context(n_ctx=64)
+ctx.eval_tokens(m.vocab.tokenize("Hello world"), 0)
+chain = lc.SamplerChain([Keep(), lc.sampling.greedy()])
+tok = chain.sample(ctx)
+cands, logits, ids = kept[0]
+try:
+    cands.logits
+except lc.LlamaError as e:
+    assert "not valid after" in str(e), e
+else:
+    raise SystemExit("candidates still usable after apply()")
+ref = ctx.logits()
+chain.close(); ctx.close(); m.close()
+del chain, ctx
+gc.collect()
+junk = [np.full(100000, 7.0, dtype=np.float32) for _ in range(50)]
+assert ids[tok] == tok and np.array_equal(logits, ref), "view changed after close"
+print("OK")
+""",
+    "close from inside its own callback": """
+state = {}
+def abort():
+    try:
+        state["ctx"].close()
+    except lc.LlamaError as e:
+        state["err"] = e
+    return False
+ctx = m.context(n_ctx=64, abort_callback=abort)
+state["ctx"] = ctx
+ctx.eval_tokens(m.vocab.tokenize("Hello world"), 0)
+assert "inside one of its own calls" in str(state["err"]), state
+assert not ctx.closed
+class Closer(lc.PythonSampler):
+    def apply(self, c):
+        try:
+            chain.close()
+        except lc.LlamaError as e:
+            state["chain"] = e
+chain = lc.SamplerChain([Closer(), lc.sampling.greedy()])
+chain.sample(ctx)
+assert "inside one of its own calls" in str(state["chain"]), state
+chain.close(); ctx.close()
+print("OK")
 """,
     "decode of a closed batch": """
 ctx = m.context(n_ctx=64)

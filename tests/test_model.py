@@ -108,8 +108,10 @@ def test_batch_of_embeddings(smollm2: lc.Model) -> None:
         batch.embeddings[:3] = rng.standard_normal((3, smollm2.n_embd)).astype(np.float32) * 0.02
         for i in range(3):
             batch.positions[i] = i
-            batch.n_seq_ids[i] = 1
-        batch.set_seq_ids(3)
+        batch.set_seq_ids(3)  # n_seq_ids is read-only: set through the batch
+        assert batch.n_seq_ids[:3].tolist() == [1, 1, 1]
+        with pytest.raises(ValueError):
+            batch.n_seq_ids[0] = 100  # a count over n_seq_max would make C read out of bounds
         batch.output[:3] = [0, 0, 1]
         batch.n_tokens = 3
         ctx.decode(batch)

@@ -20,6 +20,12 @@ def cands(logits: list[float]) -> lc.Candidates:
     return lc.Candidates.from_logits(np.array(logits, dtype=np.float32))
 
 
+def run(sampler: lc.Sampler, c: lc.Candidates) -> None:
+    """Apply a loose sampler once, then free it."""
+    with sampler:
+        sampler.apply(c)
+
+
 def kept(c: lc.Candidates) -> set[int]:
     """Token ids still possible: within size and with a finite logit."""
     return {int(i) for i, l in zip(c.ids, c.logits) if np.isfinite(l)}
@@ -35,28 +41,28 @@ LOGITS = [1.0, 4.0, 3.0, 0.5, 2.0, -1.0]  # probabilities: 4 > 3 > 2 > 1 > 0.5 >
 
 def test_greedy_and_dist_select() -> None:
     c = cands(LOGITS)
-    S.greedy().apply(c)
+    run(S.greedy(), c)
     assert c.selected_token() == 1
     counts = np.zeros(6)
-    d = S.dist(seed=42)
-    for _ in range(3000):
-        c = cands(LOGITS)
-        d.apply(c)
-        counts[c.selected_token()] += 1
+    with S.dist(seed=42) as d:
+        for _ in range(3000):
+            c = cands(LOGITS)
+            d.apply(c)
+            counts[c.selected_token()] += 1
     expected = softmax(np.array(LOGITS)) * 3000
     assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected) + 5)
 
 
 def test_top_k_keeps_k_most_likely() -> None:
     c = cands(LOGITS)
-    S.top_k(2).apply(c)
+    run(S.top_k(2), c)
     assert c.size == 2 and set(c.ids) == {1, 2}
 
 
 def test_top_p_keeps_smallest_mass_set() -> None:
     p = softmax(np.array(LOGITS))
     c = cands(LOGITS)
-    S.top_p(0.8).apply(c)
+    run(S.top_p(0.8), c)
     order = np.argsort(-p)
     need = int(np.searchsorted(np.cumsum(p[order]), 0.8) + 1)
     assert set(c.ids[:c.size]) == set(order[:need].tolist())
@@ -65,23 +71,23 @@ def test_top_p_keeps_smallest_mass_set() -> None:
 def test_min_p_drops_relatively_unlikely() -> None:
     p = softmax(np.array(LOGITS))
     c = cands(LOGITS)
-    S.min_p(0.3).apply(c)
+    run(S.min_p(0.3), c)
     assert kept(c) & set(range(c.size) if False else c.ids[:c.size]) == \
         {i for i in range(6) if p[i] >= 0.3 * p.max()}
 
 
 def test_temperature_scales_logits() -> None:
     c = cands(LOGITS)
-    S.temp(2.0).apply(c)
+    run(S.temp(2.0), c)
     np.testing.assert_allclose(c.logits, np.array(LOGITS) / 2, rtol=1e-6)
     c = cands(LOGITS)
-    S.temp(0.0).apply(c)
+    run(S.temp(0.0), c)
     assert kept(c) == {1}
 
 
 def test_dynamic_temperature_stays_in_range() -> None:
     c = cands(LOGITS)
-    S.temp_ext(1.0, delta=0.5, exponent=1.0).apply(c)
+    run(S.temp_ext(1.0, delta=0.5, exponent=1.0), c)
     # the effective temperature lies in [0.5, 1.5]: the logit spread shrinks or grows within it
     spread = float(np.ptp(c.logits[np.isfinite(c.logits)]))
     assert 5.0 / 1.5 - 1e-4 <= spread <= 5.0 / 0.5 + 1e-4
@@ -89,13 +95,13 @@ def test_dynamic_temperature_stays_in_range() -> None:
 
 def test_typical_keeps_a_subset_around_entropy() -> None:
     c = cands(LOGITS)
-    S.typical(0.5).apply(c)
+    run(S.typical(0.5), c)
     assert 1 <= len(set(c.ids[:c.size])) < 6
 
 
 def test_xtc_removes_top_choices() -> None:
     c = cands([5.0, 4.9, 4.8, -5.0, -6.0])
-    S.xtc(probability=1.0, threshold=0.1, seed=1).apply(c)
+    run(S.xtc(probability=1.0, threshold=0.1, seed=1), c)
     # all tokens above the threshold but the least likely of them are removed
     assert set(c.ids[:c.size]) & {0, 1} == set() and 2 in set(c.ids[:c.size])
 
@@ -103,13 +109,17 @@ def test_xtc_removes_top_choices() -> None:
 def test_top_n_sigma() -> None:
     x = np.array(LOGITS)
     c = cands(LOGITS)
-    S.top_n_sigma(1.0).apply(c)
+    run(S.top_n_sigma(1.0), c)
     assert kept(c) == {i for i in range(6) if x[i] >= x.max() - 1.0 * x.std()}
 
 
 def test_penalties_follow_history() -> None:
     pen = S.penalties(last_n=8, repeat=2.0, frequency=0.5, presence=0.25)
-    chain = lc.SamplerChain([pen, S.greedy()])
+    with lc.SamplerChain([pen, S.greedy()]) as chain:
+        check_penalties(chain)
+
+
+def check_penalties(chain: lc.SamplerChain) -> None:
     chain.accept(1)
     chain.accept(1)
     chain.accept(3)
@@ -128,7 +138,7 @@ def test_penalties_follow_history() -> None:
 
 def test_logit_bias(smollm2: lc.Model) -> None:
     c = cands(LOGITS)
-    S.logit_bias(smollm2, {3: 10.0, 1: float("-inf")}).apply(c)
+    run(S.logit_bias(smollm2, {3: 10.0, 1: float("-inf")}), c)
     assert c.logits[3] == pytest.approx(10.5) and not np.isfinite(c.logits[1])
 
 
@@ -137,13 +147,13 @@ def test_dry_penalises_continuing_a_repetition(smollm2: lc.Model) -> None:
     seq = v.tokenize(" red green blue red green", add_special=False)
     nxt = v.tokenize(" blue", add_special=False)[0]
     other = v.tokenize(" yellow", add_special=False)[0]
-    chain = lc.SamplerChain([S.dry(smollm2, multiplier=1.0, base=2.0, allowed_length=1,
-                                   penalty_last_n=64), S.greedy()])
-    for t in seq:
-        chain.accept(t)
-    logits = np.zeros(v.n_tokens, dtype=np.float32)
-    c = lc.Candidates.from_logits(logits)
-    chain.apply(c)
+    with lc.SamplerChain([S.dry(smollm2, multiplier=1.0, base=2.0, allowed_length=1,
+                                penalty_last_n=64), S.greedy()]) as chain:
+        for t in seq:
+            chain.accept(t)
+        logits = np.zeros(v.n_tokens, dtype=np.float32)
+        c = lc.Candidates.from_logits(logits)
+        chain.apply(c)
     ids = list(c.ids)
     assert c.logits[ids.index(nxt)] < -0.5
     assert c.logits[ids.index(other)] == 0.0
@@ -152,12 +162,12 @@ def test_dry_penalises_continuing_a_repetition(smollm2: lc.Model) -> None:
 def test_mirostat_v2_selects_reproducibly() -> None:
     picks = []
     for _ in range(2):
-        m = S.mirostat_v2(tau=3.0, eta=0.1, seed=7)
         out = []
-        for _ in range(20):
-            c = cands(LOGITS)
-            m.apply(c)
-            out.append(c.selected_token())
+        with S.mirostat_v2(tau=3.0, eta=0.1, seed=7) as m:
+            for _ in range(20):
+                c = cands(LOGITS)
+                m.apply(c)
+                out.append(c.selected_token())
         picks.append(out)
     assert picks[0] == picks[1]
 
@@ -179,15 +189,15 @@ def test_seeds_reproduce_and_differ(smollm2: lc.Model) -> None:
 
 
 def test_from_params_order_and_names(smollm2: lc.Model) -> None:
-    chain = lc.SamplerChain.from_params(smollm2, temperature=0.7, repeat_penalty=1.1,
-                                        dry_multiplier=0.8, seed=5)
-    assert chain.names == ["penalties", "dry", "top-n-sigma", "top-k", "typical", "top-p",
-                           "min-p", "xtc", "temp-ext", "dist"]
-    assert chain.seed == 5
-    chain2 = lc.SamplerChain.from_params(smollm2, samplers="kt", mirostat=0)
-    assert chain2.names == ["top-k", "temp-ext", "dist"]
-    chain3 = lc.SamplerChain.from_params(smollm2, mirostat=2, temp=0.9)
-    assert chain3.names == ["temp", "mirostat-v2"]
+    with lc.SamplerChain.from_params(smollm2, temperature=0.7, repeat_penalty=1.1,
+                                     dry_multiplier=0.8, seed=5) as chain:
+        assert chain.names == ["penalties", "dry", "top-n-sigma", "top-k", "typical", "top-p",
+                               "min-p", "xtc", "temp-ext", "dist"]
+        assert chain.seed == 5
+    with lc.SamplerChain.from_params(smollm2, samplers="kt", mirostat=0) as chain2:
+        assert chain2.names == ["top-k", "temp-ext", "dist"]
+    with lc.SamplerChain.from_params(smollm2, mirostat=2, temp=0.9) as chain3:
+        assert chain3.names == ["temp", "mirostat-v2"]
     with pytest.raises(TypeError, match="unknown sampling parameter"):
         lc.SamplerChain.from_params(smollm2, temprature=0.5)
 
@@ -201,8 +211,8 @@ def test_defaults_from_gguf_metadata(smollm2_path: Path, tmp_path: Path) -> None
     with lc.Model(path) as m:
         defaults = lc.sampling.model_sampling_defaults(m)
         assert defaults == {"top_k": 7, "temperature": pytest.approx(0.3), "samplers": "kt"}
-        chain = lc.SamplerChain.from_model_defaults(m, seed=3)
-        assert chain.names == ["top-k", "temp-ext", "dist"]
+        with lc.SamplerChain.from_model_defaults(m, seed=3) as chain:
+            assert chain.names == ["top-k", "temp-ext", "dist"]
 
 
 class KeepEven(lc.PythonSampler):
@@ -369,17 +379,17 @@ def test_mirostat_v1_adaptive_p_and_infill(smollm2: lc.Model) -> None:
                  lambda: S.adaptive_p(0.3, 0.9, seed=5)):
         runs = []
         for _ in range(2):
-            s = make()
             out = []
-            for _ in range(10):
-                c = lc.Candidates.from_logits(np.linspace(3, -3, smollm2.vocab.n_tokens,
-                                                          dtype=np.float32))
-                s.apply(c)
-                out.append(c.selected_token())
+            with make() as s:
+                for _ in range(10):
+                    c = lc.Candidates.from_logits(np.linspace(3, -3, smollm2.vocab.n_tokens,
+                                                              dtype=np.float32))
+                    s.apply(c)
+                    out.append(c.selected_token())
             runs.append(out)
         assert runs[0] == runs[1]  # seeded: reproducible
     c = lc.Candidates.from_logits(np.linspace(3, -3, smollm2.vocab.n_tokens, dtype=np.float32))
-    S.infill(smollm2).apply(c)
+    run(S.infill(smollm2), c)
     assert 0 < c.size <= smollm2.vocab.n_tokens
 
 

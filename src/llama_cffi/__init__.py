@@ -44,6 +44,8 @@ from .errors import (
     ContextFullError,
     DecodeAbortedError,
     DecodeError,
+    EngineBusyError,
+    EngineDeadError,
     GrammarError,
     InvalidBatchError,
     LlamaError,
@@ -59,6 +61,8 @@ from .engine.generation import Generation, TextStream
 from .objects.grammar import Grammar
 from .api.chat_template import ChatTemplate, TemplateError
 from .api.llm import LLM, Stream
+from .engine.engine import Engine, EngineMetrics
+from .engine.request import RequestHandle
 from .engine.results import Completion, Timings, TokenLogprob, Usage
 from .objects.params import ContextParams, ModelParams, SamplingParams, SpeculativeParams
 from .objects.lora import LoraAdapter
@@ -73,6 +77,7 @@ from .objects.vocab import Vocab
 __all__ = [
     "__version__",
     "ModelParams", "ContextParams", "SamplingParams", "SpeculativeParams",
+    "Engine", "EngineMetrics", "RequestHandle", "EngineBusyError", "EngineDeadError",
     "LLM", "Completion", "Stream", "Timings", "TokenLogprob", "Usage", "ChatTemplate",
     "TemplateError", "DraftModel", "NgramSimple", "IncompatibleDraftError", "SpecStats",
     "quantize",

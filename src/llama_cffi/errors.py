@@ -94,3 +94,11 @@ class GrammarError(LlamaError, ValueError):
 
 class SchemaError(LlamaError, ValueError):
     """A JSON schema that cannot be turned into a grammar; names the feature."""
+
+
+class EngineBusyError(LlamaError):
+    """The engine's queue is full: retry later (a server answers 429/503)."""
+
+
+class EngineDeadError(LlamaError):
+    """The engine thread has stopped (closed, or failed: the cause is attached)."""

@@ -87,8 +87,27 @@ def _raise(rc: int, what: str, batch: CData, n_ctx: int, mark: int,
     checked.decode_status(rc, what, int(batch.n_tokens), n_ctx, mark, err)
 
 
+def _copy(p: CData, n: int) -> np.ndarray:
+    """A new float32 array (owning its memory) holding ``n`` floats from ``p``."""
+    out = np.empty(n, dtype=np.float32)
+    ffi.memmove(out, p, n * 4)
+    return out
+
+
 def logits(ptr: CData, i: int, n_vocab: int) -> np.ndarray | None:
-    """A view of the logits of output ``i`` (None if it has none)."""
+    """A copy of the logits of output ``i`` (None if it has none)."""
+    p = lib.llama_get_logits_ith(ptr, i)
+    if p == NULL:
+        return None
+    return _copy(p, n_vocab)
+
+
+def logits_view(ptr: CData, i: int, n_vocab: int) -> np.ndarray | None:
+    """A view (no copy) of llama.cpp's logits of output ``i``, None if it has none.
+
+    Borrowed memory: the caller must hold the context (no decode, no close) for
+    as long as it uses the view, and must not hand it out.
+    """
     p = lib.llama_get_logits_ith(ptr, i)
     if p == NULL:
         return None
@@ -100,17 +119,19 @@ def has_logits(ptr: CData, i: int) -> bool:
 
 
 def embeddings(ptr: CData, i: int, n_embd: int) -> np.ndarray | None:
+    """A copy of the embedding of output ``i`` (None if it has none)."""
     p = lib.llama_get_embeddings_ith(ptr, i)
     if p == NULL:
         return None
-    return np.frombuffer(ffi.buffer(p, n_embd * 4), dtype=np.float32)
+    return _copy(p, n_embd)
 
 
 def seq_embeddings(ptr: CData, seq_id: int, n: int) -> np.ndarray | None:
+    """A copy of the pooled embedding of ``seq_id`` (None if there is none)."""
     p = lib.llama_get_embeddings_seq(ptr, seq_id)
     if p == NULL:
         return None
-    return np.frombuffer(ffi.buffer(p, n * 4), dtype=np.float32)
+    return _copy(p, n)
 
 
 # -- memory ------------------------------------------------------------------------

@@ -82,6 +82,7 @@ def facts(ptr: CData) -> dict[str, int]:
         "size": int(lib.llama_model_size(ptr)),
         "n_layer": n_layer,
         "n_embd": int(lib.llama_model_n_embd(ptr)),
+        "n_embd_inp": int(lib.llama_model_n_embd_inp(ptr)),
         "n_head": int(lib.llama_model_n_head(ptr)) if n_layer > 0 else 0,
         "n_head_kv": int(lib.llama_model_n_head_kv(ptr)) if n_layer > 0 else 0,
         "n_ctx_train": int(lib.llama_model_n_ctx_train(ptr)),

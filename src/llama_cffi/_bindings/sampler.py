@@ -15,6 +15,7 @@ one of them once C has returned.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -195,9 +196,33 @@ def _reraise(python: Iterable[SamplerState]) -> None:
         state.reraise()
 
 
-def apply(smpl: CData, cur_p: CData, python: Iterable[SamplerState] = ()) -> None:
-    """``llama_sampler_apply`` on a ``llama_token_data_array *``."""
-    lib.llama_sampler_apply(smpl, cur_p)
+_lent = threading.local()
+
+
+def lent_token_data() -> CData | None:
+    """The Python-owned ``llama_token_data[]`` that the :func:`apply` running on
+    this thread works on (given as its ``owner``), or None."""
+    owner: CData | None = getattr(_lent, "owner", None)
+    return owner
+
+
+def apply(smpl: CData, cur_p: CData, python: Iterable[SamplerState] = (),
+          owner: CData | None = None) -> None:
+    """``llama_sampler_apply`` on a ``llama_token_data_array *``.
+
+    owner: the ``ffi.new`` array ``cur_p.data`` points into, if Python owns it;
+        Python samplers reached by the call then get views that keep it alive
+        (:func:`lent_token_data`) instead of working on a copy.
+    """
+    if owner is None or not python:
+        lib.llama_sampler_apply(smpl, cur_p)
+    else:
+        before = getattr(_lent, "owner", None)
+        _lent.owner = owner
+        try:
+            lib.llama_sampler_apply(smpl, cur_p)
+        finally:
+            _lent.owner = before
     _reraise(python)
 
 
@@ -248,7 +273,44 @@ def new_candidates(n: int) -> tuple[CData, CData, np.ndarray]:
 
 def candidates_view(cur_p: CData) -> np.ndarray:
     """A numpy view (dtype :data:`TOKEN_DATA`) of the first ``size`` entries of
-    a ``llama_token_data_array *``."""
+    a ``llama_token_data_array *``. Borrowed: it does not keep the memory alive."""
     return np.frombuffer(ffi.buffer(cur_p.data, cur_p.size * TOKEN_DATA.itemsize),
                          dtype=TOKEN_DATA)
+
+
+def owned_view(owner: CData, offset: int, n: int) -> np.ndarray:
+    """Entries ``offset .. offset + n`` of the ``ffi.new`` token data array
+    ``owner``, as a numpy view that keeps ``owner`` alive."""
+    return np.frombuffer(ffi.buffer(owner), dtype=TOKEN_DATA)[offset:offset + n]
+
+
+def offset_in(owner: CData, cur_p: CData) -> int | None:
+    """Index of ``cur_p.data`` in the array ``owner`` if its ``size`` entries lie
+    inside it, else None."""
+    base = int(ffi.cast("uintptr_t", owner))
+    start = int(ffi.cast("uintptr_t", cur_p.data))
+    item = TOKEN_DATA.itemsize
+    if start < base or (start - base) % item:
+        return None
+    offset = (start - base) // item
+    return offset if offset + int(cur_p.size) <= len(owner) else None
+
+
+def copy_candidates(cur_p: CData) -> tuple[CData, CData]:
+    """A Python-owned copy of ``cur_p``: its token data and the array struct."""
+    n = int(cur_p.size)
+    data = ffi.new("llama_token_data[]", max(n, 1))
+    ffi.memmove(data, cur_p.data, n * TOKEN_DATA.itemsize)
+    copy = ffi.new("llama_token_data_array *")
+    copy.data, copy.size, copy.selected, copy.sorted = data, n, cur_p.selected, cur_p.sorted
+    return data, copy
+
+
+def copy_candidates_back(copy: CData, cur_p: CData) -> None:
+    """Write a :func:`copy_candidates` copy back (its size can only have shrunk)."""
+    n = min(int(copy.size), int(cur_p.size))
+    ffi.memmove(cur_p.data, copy.data, n * TOKEN_DATA.itemsize)
+    cur_p.size = n
+    cur_p.selected = copy.selected if -1 <= copy.selected < n else -1
+    cur_p.sorted = copy.sorted
 

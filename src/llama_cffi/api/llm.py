@@ -20,20 +20,16 @@ time. Async calls run on the LLM's own engine thread.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
-import threading
-import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..engine import speculative as spec
-from ..engine.batched import generate_batch
+from ..engine.engine import Engine, EngineMetrics, Proposer
+from ..engine.request import Cancel, RequestHandle
 from ..engine.results import Completion
-from ..engine.sequence import Cancel, Proposer, SequenceRunner
 from ..objects.chain import SamplerChain
 from ..objects.context import Context
 from ..objects.grammar import Grammar
@@ -77,28 +73,30 @@ def build_chain(vocab_owner: Model, sp: SamplingParams) -> SamplerChain:
 class Stream:
     """Iterator over the text pieces of a generation; ``completion`` is set at the end.
 
-    Closing it early (``break`` out of the loop, or ``close()``) ends the
-    generation with finish_reason ``"cancelled"``; the LLM stays usable. An LLM
-    runs one generation at a time: starting another call while a stream is
-    left unfinished cancels that stream (instead of waiting for it forever).
+    The generation runs on the engine thread whether or not the pieces are
+    read; closing the stream early (``break`` out of the loop, or ``close()``)
+    cancels it (finish_reason ``"cancelled"``) and frees its slot.
     """
 
-    def __init__(self, gen: Generator[str, None, None], holder: list[Completion]) -> None:
-        self._gen = gen
-        self._holder = holder
+    def __init__(self, handle: RequestHandle) -> None:
+        self.handle = handle
+        self._pieces = handle.pieces()
 
     def __iter__(self) -> Stream:
         return self
 
     def __next__(self) -> str:
-        return next(self._gen)
+        return next(self._pieces)
 
     def close(self) -> None:
-        self._gen.close()
+        """Cancel the generation (if still running) and wait until its slot is free."""
+        self._pieces.close()
+        self.handle.cancel()
+        self.handle.wait()
 
     @property
     def completion(self) -> Completion | None:
-        return self._holder[0] if self._holder else None
+        return self.handle.completion
 
 
 class LLM:
@@ -117,6 +115,8 @@ class LLM:
     draft_params, draft_context_params: ModelParams/ContextParams fields for
         the draft model and its context.
     progress: load-progress callback of the model (see :class:`Model`).
+    max_queue: requests that may wait for a free slot before a call raises
+        :class:`~llama_cffi.errors.EngineBusyError`.
     kwargs: any field of the four params classes, llama-cpp-python style
         (``n_ctx=8192, n_gpu_layers=-1, type_k="q8_0", temperature=0.2``).
     """
@@ -130,7 +130,7 @@ class LLM:
                  draft_params: Mapping[str, Any] | None = None,
                  draft_context_params: Mapping[str, Any] | None = None,
                  progress: Callable[[float], bool | None] | None = None,
-                 **kwargs: Any) -> None:
+                 max_queue: int = 256, **kwargs: Any) -> None:
         model_kw, ctx_kw, spec_kw, sampling_kw = split_kwargs(kwargs)
         mp = ModelParams.from_kwargs(model_params, **model_kw)
         cp = ContextParams.from_kwargs(context_params, **ctx_kw)
@@ -163,21 +163,23 @@ class LLM:
             raise
         self.context_params = self.ctx.params
         self.vocab = self.model.vocab
-        self._lock = threading.Lock()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._embedder: Embedder | None = None
         self._embedder_key: tuple[Any, ...] | None = None
-        self._open_stream: weakref.ref[Generator[str, None, None]] | None = None
         self.spec: Proposer | None = None
-        self._runner = SequenceRunner(self.ctx)
         try:
             self.spec = proposer or self._make_proposer(
                 sp_params, draft_model if isinstance(draft_model, Model) else None,
                 dict(draft_params or {}), dict(draft_context_params or {}))
+            self.engine = Engine(self.ctx, lambda p: build_chain(self.model, p),
+                                 proposer=self.spec, max_queue=max_queue)
+            """The engine thread that runs every generation of this LLM."""
         except BaseException:
-            self.close()
+            if self.spec is not None:
+                self.spec.close()
+            self.ctx.close()
+            if self._owns_model:
+                self.model.close()
             raise
-        self._runner.spec = self.spec
 
     def _make_proposer(self, p: SpeculativeParams, draft: Model | None,
                        draft_params: dict[str, Any],
@@ -200,6 +202,7 @@ class LLM:
         if p.draft_type_v is not None:
             draft_ctx.setdefault("type_v", p.draft_type_v)
         draft_ctx.setdefault("n_ctx", self.ctx.n_ctx)
+        draft_ctx.setdefault("n_seq_max", self.ctx.n_seq_max)  # one draft sequence per slot
         for key in ("n_threads", "n_threads_batch", "flash_attn"):
             value = getattr(self.context_params, key)
             if value is not None:
@@ -210,16 +213,15 @@ class LLM:
     # -- lifetime ---------------------------------------------------------------------
 
     def close(self) -> None:
-        self._cancel_open_stream()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        self._runner.close()
-        if self.spec is not None:
-            self.spec.close()
-            self.spec = None
+        """Cancel running requests, stop the engine, free the context (and the
+        model, if this LLM loaded it)."""
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()  # also closes the speculative proposer
+        self.spec = None
         if self._embedder is not None:
             self._embedder.close()
+            self._embedder = None
         self.ctx.close()
         if self._owns_model:
             self.model.close()
@@ -260,58 +262,47 @@ class LLM:
 
     # -- generation --------------------------------------------------------------------------
 
-    def _run(self, prompt: str | bytes | Sequence[int], sp: SamplingParams,
-             cancel: Cancel | None, context_shift: bool, add_special: bool,
-             holder: list[Completion]) -> Generator[str, None, None]:
-        with self._lock:
-            tokens = self.tokenize(prompt, add_special=add_special)
-            if not tokens:
-                raise ValueError("the prompt is empty")
-            has_grammar = sp.grammar is not None or sp.json_schema is not None
-            chain = build_chain(self.model, sp)
-            try:
-                yield from self._runner.run(tokens, chain, sp, cancel, context_shift,
-                                            has_grammar, holder)
-            finally:
-                chain.close()
+    def submit(self, prompt: str | bytes | Sequence[int], sampling: SamplingParams | None = None,
+               *, cancel: Cancel | None = None, timeout: float | None = None,
+               context_shift: bool = False, add_special: bool = True,
+               sampler: SamplerChain | None = None, **overrides: Any) -> RequestHandle:
+        """Queue a generation on the engine and return its handle at once.
 
-    def stream(self, prompt: str | bytes | Sequence[int], sampling: SamplingParams | None = None,
-               *, cancel: Cancel | None = None, context_shift: bool = False,
-               add_special: bool = True, **overrides: Any) -> Stream:
-        """Generate after ``prompt`` and yield text pieces as they come.
+        The handle iterates text pieces (also with ``async for``), gives the
+        :class:`Completion` (``handle.result()``, or ``await handle``), and
+        cancels (``handle.cancel()``). Every other generation call is built on
+        this one.
 
         sampling: a :class:`SamplingParams` (default: the LLM's); ``overrides``
             are SamplingParams fields applied on top (``max_tokens``, ``stop``,
             ``temperature``, ``seed``, ``grammar``, ``json_schema``,
             ``logprobs``, ``ignore_eos`` ...).
-        cancel: a callable or threading.Event checked before each token.
-        context_shift: when the context is full, drop the older half (after the
-            first 4 tokens) and go on, as llama.cpp's ``--context-shift``.
+        cancel: a callable or threading.Event checked before each step.
+        timeout: seconds after which the request is cancelled.
+        context_shift: when the slot's context is full, drop the older half
+            (after the first 4 tokens) and go on, as llama.cpp's
+            ``--context-shift``; otherwise a too long prompt raises
+            ContextFullError and a full context ends with ``"length"``.
+        sampler: your own :class:`SamplerChain` (Python samplers included)
+            instead of the one ``sampling`` describes; the request takes it
+            over and closes it at the end. Stopping (``max_tokens``, ``stop``,
+            ``ignore_eos``, ``logprobs``) still comes from ``sampling``.
         """
         sp = self.sampling_for(sampling, **overrides)
-        self._cancel_open_stream()
-        holder: list[Completion] = []
-        gen = self._run(prompt, sp, cancel, context_shift, add_special, holder)
-        self._open_stream = weakref.ref(gen)
-        return Stream(gen, holder)
+        tokens = self.tokenize(prompt, add_special=add_special)
+        return self.engine.submit(tokens, sp, cancel=cancel, timeout=timeout,
+                                  context_shift=context_shift, sampler=sampler)
 
-    def _cancel_open_stream(self) -> None:
-        """Close a stream that was left paused: it holds this LLM's lock."""
-        ref = getattr(self, "_open_stream", None)
-        gen = ref() if ref is not None else None
-        if gen is not None and gen.gi_frame is not None and not gen.gi_running:
-            gen.close()
-        self._open_stream = None
+    def stream(self, prompt: str | bytes | Sequence[int], sampling: SamplingParams | None = None,
+               **kw: Any) -> Stream:
+        """Generate after ``prompt`` and yield text pieces as they come
+        (:meth:`submit`'s parameters)."""
+        return Stream(self.submit(prompt, sampling, **kw))
 
     def complete(self, prompt: str | bytes | Sequence[int],
                  sampling: SamplingParams | None = None, **kw: Any) -> Completion:
-        """Like :meth:`stream`, returning the whole :class:`Completion`."""
-        s = self.stream(prompt, sampling, **kw)
-        for _ in s:
-            pass
-        if s.completion is None:  # pragma: no cover - the loop always records one
-            raise RuntimeError("the generation ended without a result")
-        return s.completion
+        """The whole :class:`Completion` of ``prompt`` (:meth:`submit`'s parameters)."""
+        return self.submit(prompt, sampling, **kw).result()
 
     def chat_stream(self, messages: Sequence[Mapping[str, Any]],
                     sampling: SamplingParams | None = None, *, template: str | None = None,
@@ -321,32 +312,30 @@ class LLM:
         return self.stream(prompt, sampling, **kw)
 
     def chat(self, messages: Sequence[Mapping[str, Any]],
-             sampling: SamplingParams | None = None, **kw: Any) -> Completion:
-        """The assistant's reply to ``messages``; accepts :meth:`stream`'s parameters,
+             sampling: SamplingParams | None = None, *, template: str | None = None,
+             tools: Sequence[Mapping[str, Any]] | None = None, **kw: Any) -> Completion:
+        """The assistant's reply to ``messages``; accepts :meth:`submit`'s parameters,
         ``template`` (Jinja text or a built-in name) and ``tools``."""
-        s = self.chat_stream(messages, sampling, **kw)
-        for _ in s:
-            pass
-        if s.completion is None:  # pragma: no cover
-            raise RuntimeError("the generation ended without a result")
-        return s.completion
+        prompt = self.apply_chat_template(messages, template=template, tools=tools)
+        return self.submit(prompt, sampling, **kw).result()
 
     def generate_batch(self, prompts: Sequence[str | Sequence[int]],
                        sampling: SamplingParams | None = None,
                        **overrides: Any) -> list[Completion]:
-        """Several prompts at once: one sequence each, decoded in the same batches.
+        """Several prompts at once, as requests to the engine: up to ``n_seq_max``
+        (``n_parallel``) run together, the rest wait for a free slot. With
+        greedy sampling each result equals running its prompt alone."""
+        handles = [self.submit(p, sampling, **overrides) for p in prompts]
+        try:
+            return [h.result() for h in handles]
+        finally:
+            for h in handles:
+                h.cancel()
 
-        Needs ``n_seq_max >= len(prompts)`` when the LLM is created. With greedy
-        sampling the results equal running each prompt alone.
-        """
-        sp = self.sampling_for(sampling, **overrides)
-        self._cancel_open_stream()
-        with self._lock:
-            self._runner.forget()  # the batch uses every sequence
-            tokens = [self.tokenize(p) for p in prompts]
-            return generate_batch(self.ctx, tokens, max_tokens=sp.max_tokens,
-                                  make_chain=lambda: build_chain(self.model, sp),
-                                  ignore_eos=sp.ignore_eos)
+    @property
+    def metrics(self) -> EngineMetrics:
+        """The engine's counters (requests, tokens, cache hits, KV cells used)."""
+        return self.engine.metrics
 
     def embed(self, texts: str | Sequence[str], *, normalize: bool = True,
               pooling: str | None = None, truncate: bool = False,
@@ -361,8 +350,8 @@ class LLM:
         single = isinstance(texts, str)
         items = [texts] if isinstance(texts, str) else list(texts)
         key = (pooling, n_batch)
-        self._cancel_open_stream()
-        with self._lock:
+
+        def run() -> np.ndarray | list[np.ndarray]:  # on the engine thread: one thread pool per model
             if self._embedder is None or self._embedder_key != key:
                 if self._embedder is not None:
                     self._embedder.close()
@@ -370,43 +359,35 @@ class LLM:
                                           n_batch=n_batch or max(512, self.ctx.n_batch),
                                           n_threads=self.ctx.n_threads)
                 self._embedder_key = key
-            result = self._embedder.embed(items, normalize=normalize, truncate=truncate)
+            return self._embedder.embed(items, normalize=normalize, truncate=truncate)
+
+        result = self.engine.call(run)
         if single:
             return result[0]
         return result
 
     # -- asyncio ---------------------------------------------------------------------------------
+    # The engine thread does the work; these only wait for its events.
 
-    def _engine(self) -> concurrent.futures.ThreadPoolExecutor:
-        # One dedicated thread runs all C work of this LLM: libgomp keeps one
-        # thread team per calling thread, so hopping threads would slow decoding.
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="llama-cffi-engine")
-        return self._executor
+    async def acomplete(self, prompt: str | bytes | Sequence[int],
+                        sampling: SamplingParams | None = None, **kw: Any) -> Completion:
+        """:meth:`complete` without blocking the event loop; cancelling the task
+        cancels the request."""
+        return await self.submit(prompt, sampling, **kw)
 
-    async def acomplete(self, prompt: str | Sequence[int], **kw: Any) -> Completion:
-        """:meth:`complete` on the LLM's engine thread, without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._engine(), lambda: self.complete(prompt, **kw))
+    async def achat(self, messages: Sequence[Mapping[str, Any]],
+                    sampling: SamplingParams | None = None, *, template: str | None = None,
+                    tools: Sequence[Mapping[str, Any]] | None = None,
+                    **kw: Any) -> Completion:
+        prompt = self.apply_chat_template(messages, template=template, tools=tools)
+        return await self.submit(prompt, sampling, **kw)
 
-    async def achat(self, messages: Sequence[Mapping[str, Any]], **kw: Any) -> Completion:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._engine(), lambda: self.chat(messages, **kw))
-
-    async def astream(self, prompt: str | Sequence[int], **kw: Any) -> AsyncIterator[str]:
-        """:meth:`stream` as an async iterator; pieces are produced on the engine thread."""
-        loop = asyncio.get_running_loop()
-        stream = await loop.run_in_executor(self._engine(), lambda: self.stream(prompt, **kw))
-        done = object()
-        try:
-            while True:
-                piece = await loop.run_in_executor(self._engine(), next, stream, done)
-                if piece is done:
-                    return
-                yield str(piece)
-        finally:
-            await loop.run_in_executor(self._engine(), stream.close)
+    async def astream(self, prompt: str | bytes | Sequence[int],
+                      sampling: SamplingParams | None = None,
+                      **kw: Any) -> AsyncIterator[str]:
+        """:meth:`stream` as an async iterator."""
+        async for piece in self.submit(prompt, sampling, **kw):
+            yield piece
 
     def __repr__(self) -> str:
         return f"<LLM {self.model!r} n_ctx={self.ctx.n_ctx}>"

@@ -27,6 +27,7 @@ class Timings:
     drafted_tokens: int = 0  # speculative decoding: proposed by the draft
     accepted_tokens: int = 0  # ... and kept by the target
     target_passes: int = 0  # forward passes of the model during generation
+    time_to_first_token: float = 0.0  # seconds from submission to the first token
 
     @property
     def acceptance_rate(self) -> float:

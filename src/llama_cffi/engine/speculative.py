@@ -100,7 +100,8 @@ class NgramSimple:
         self.size_n = size_n
         self.size_m = size_m
 
-    def propose(self, history: Sequence[int], last: int) -> list[int]:
+    def propose(self, history: Sequence[int], last: int, seq_id: int = 0) -> list[int]:
+        """Tokens that followed the latest earlier occurrence of the current n-gram."""
         n, m = self.size_n, self.size_m
         cur = len(history)
         if cur <= n + m + 1:
@@ -153,28 +154,36 @@ class DraftModel:
                 self.model.close()
             raise
         self.n_max, self.n_min, self.p_min = n_max, n_min, p_min
-        self._cache: list[int] = []
+        self._caches: dict[int, list[int]] = {}  # per sequence: tokens in the draft's KV
         self._step = Batch(1)
 
-    def _sync(self, tokens: Sequence[int]) -> None:
-        """Make the draft's memory hold ``tokens`` and its logits follow the last one."""
+    def _sync(self, tokens: Sequence[int], seq_id: int) -> None:
+        """Make the draft's sequence hold ``tokens`` and its logits follow the last one."""
         ctx = self.ctx
         common = 0
-        for a, b in zip(self._cache, tokens):
+        cache = self._caches.get(seq_id, [])
+        for a, b in zip(cache, tokens):
             if a != b:
                 break
             common += 1
         common = min(common, len(tokens) - 1)
-        ctx.seq_rm(0, common, -1)
-        ctx.eval_tokens(tokens[common:], common)
-        self._cache = list(tokens)
+        if not ctx.seq_rm(seq_id, common, -1):
+            ctx.seq_rm(seq_id)
+            common = 0
+        ctx.eval_tokens(tokens[common:], common, seq_id=seq_id)
+        self._caches[seq_id] = list(tokens)
 
-    def propose(self, history: Sequence[int], last: int) -> list[int]:
+    def propose(self, history: Sequence[int], last: int, seq_id: int = 0) -> list[int]:
+        """Up to ``n_max`` greedy tokens of the draft model after ``history + [last]``,
+        kept in the draft's sequence ``seq_id`` (one per engine slot)."""
         ctx, step = self.ctx, self._step
+        if not 0 <= seq_id < ctx.n_seq_max:
+            raise ValueError(f"the draft context has {ctx.n_seq_max} sequences, not {seq_id + 1}")
         tokens = list(history) + [last]
         if len(tokens) + self.n_max >= ctx.n_ctx_seq:
             return []
-        self._sync(tokens)
+        self._sync(tokens, seq_id)
+        cache = self._caches[seq_id]
         out: list[int] = []
         pos = len(tokens)
         while True:
@@ -189,9 +198,9 @@ class DraftModel:
             if len(out) >= self.n_max:
                 break
             step.clear()
-            step.add(tok, pos, (0,), True)
+            step.add(tok, pos, (seq_id,), True)
             ctx.decode(step)
-            self._cache.append(tok)
+            cache.append(tok)
             pos += 1
         return out if len(out) >= self.n_min else []
 

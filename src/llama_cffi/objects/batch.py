@@ -8,7 +8,8 @@ import numpy as np
 
 from .._bindings import batch as _B
 from .._bindings.raw import CData
-from .handle import Handle
+from ..errors import ClosedError
+from .handle import Handle, UseGuard
 
 
 class Batch(Handle):
@@ -19,95 +20,153 @@ class Batch(Handle):
     embd: if > 0, the batch carries embedding vectors of this size instead of
         token ids.
 
-    ``tokens``, ``positions`` and ``output`` are numpy views of the C arrays
-    (no copies); they stay valid as long as the batch is open.
+    ``tokens`` (or ``embeddings``), ``positions`` and ``output`` are writable
+    numpy views of the batch's arrays (no copies); ``n_seq_ids`` is a
+    read-only view (set sequence ids with :meth:`add`, :meth:`set_seq_ids` or
+    :meth:`set_tokens`, which check them against ``n_seq_max``). The arrays
+    are owned by Python (cffi), not malloc'ed by llama.cpp: a view keeps its
+    array alive, so a view kept after :meth:`close` still reads and writes
+    valid memory (the values it held), while the batch itself raises
+    ClosedError.
+
+    Thread safety: one thread at a time. A thread calling a method (or
+    decoding the batch) while another is inside one gets a LlamaError;
+    ``close()`` waits for a decode of the batch running on another thread.
     """
+
+    _FACTS = ("tokens", "embeddings", "positions", "n_seq_ids", "output")
 
     def __init__(self, capacity: int, *, n_seq_max: int = 1, embd: int = 0) -> None:
         if capacity < 1:
             raise ValueError("batch capacity must be at least 1")
         if n_seq_max < 1:
             raise ValueError("n_seq_max must be at least 1")
-        holder = _B.init(int(capacity), int(embd), int(n_seq_max))
-        self._own(holder, _B.free)
+        if embd < 0:
+            raise ValueError("embd must be >= 0")
+        mem = _B.BatchArrays(int(capacity), int(embd), int(n_seq_max))
+        # No finalizer and no ResourceWarning: cffi frees the arrays with the
+        # last reference to them (the batch's, or a view's).
+        self._ptr = mem.holder
+        self._mem = mem
+        self._guard = UseGuard("batch")
         self.capacity = int(capacity)
         self.n_seq_max = int(n_seq_max)
         self.embd = int(embd)
-        b = holder[0]
-        self._b = b
         if embd:
-            self.embeddings = _B.float32_view(b.embd, capacity * embd).reshape(capacity, embd)
+            self.embeddings: np.ndarray = _B.view(mem.embd_data, np.float32).reshape(
+                capacity, embd)
         else:
-            self.tokens = _B.int32_view(b.token, capacity)
-        self.positions = _B.int32_view(b.pos, capacity)
-        self.n_seq_ids = _B.int32_view(b.n_seq_id, capacity)
-        self.output = _B.int8_view(b.logits, capacity)
-        self._seq_id = b.seq_id
+            self.tokens: np.ndarray = _B.view(mem.token, np.int32)
+        self.positions: np.ndarray = _B.view(mem.pos, np.int32)[:capacity]
+        self._counts = _B.view(mem.n_seq_id, np.int32)  # written only with checked counts
+        n_seq_ids = self._counts.view()
+        n_seq_ids.flags.writeable = False
+        self.n_seq_ids: np.ndarray = n_seq_ids
+        self.output: np.ndarray = _B.view(mem.logits, np.int8)
+        self._seq = _B.view(mem.seq_id_data, np.int32)
+
+    def _memory(self) -> _B.BatchArrays:
+        """The batch's C memory; ClosedError once closed."""
+        mem: _B.BatchArrays | None = self.__dict__.get("_mem")
+        if mem is None:
+            raise ClosedError("Batch is closed")
+        return mem
+
+    def _take(self) -> _B.BatchArrays:
+        """Start exclusive use (end it with ``self._guard.release()``); the memory."""
+        self._guard.acquire()
+        try:
+            return self._memory()
+        except ClosedError:
+            self._guard.release()
+            raise
 
     @property
     def struct(self) -> CData:
-        """The ``llama_batch`` struct to pass to C (raises once closed)."""
-        return self.ptr[0]
+        """The ``llama_batch`` struct to pass to C (raises once closed); it points
+        into memory this batch keeps alive: keep the batch while C uses it."""
+        return self._memory().struct
 
     @property
     def n_tokens(self) -> int:
         """Entries in use; set it after filling the numpy views directly."""
-        return int(self._b.n_tokens) if not self.closed else 0
+        return int(self._memory().holder[0].n_tokens)
 
     @n_tokens.setter
     def n_tokens(self, n: int) -> None:
         if not 0 <= n <= self.capacity:
             raise OverflowError(f"{n} entries do not fit a batch of {self.capacity}")
-        self.ptr[0].n_tokens = n
+        mem = self._take()
+        try:
+            mem.holder[0].n_tokens = n
+        finally:
+            self._guard.release()
 
     def __len__(self) -> int:
         return self.n_tokens
 
     def clear(self) -> None:
         """Empty the batch (its memory is kept for reuse)."""
-        self.ptr[0].n_tokens = 0
+        self.n_tokens = 0
 
     def close(self) -> None:
-        """Free the C arrays; the numpy views of this batch become empty."""
-        empty32 = np.zeros(0, dtype=np.int32)
-        if self.embd:
-            self.embeddings = np.zeros((0, self.embd), dtype=np.float32)
-        else:
-            self.tokens = empty32
-        self.positions = self.n_seq_ids = empty32
-        self.output = np.zeros(0, dtype=np.int8)
-        super().close()
+        """Drop the batch's arrays (waiting for a decode of it on another thread).
+
+        The batch raises ClosedError afterwards; numpy views taken before stay
+        valid (they keep their arrays alive).
+        """
+        if self._ptr is None:
+            return
+        self._guard.wait()
+        try:
+            super().close()  # drops the views (facts) and the pointer
+            for name in ("_mem", "_seq", "_counts"):
+                self.__dict__.pop(name, None)
+        finally:
+            self._guard.release()
 
     def add(self, token: int, pos: int, seq_ids: Sequence[int] = (0,), output: bool = False) -> None:
         """Append one token at position ``pos`` belonging to ``seq_ids``.
 
         output: whether logits (or embeddings) are computed for this token.
         """
-        b = self.ptr[0]
-        i = b.n_tokens
-        if i >= self.capacity:
-            raise OverflowError(f"batch is full ({self.capacity} tokens)")
-        if not 1 <= len(seq_ids) <= self.n_seq_max:
-            raise ValueError(f"a token needs 1..{self.n_seq_max} sequence ids, got {len(seq_ids)}")
-        b.token[i] = token
-        b.pos[i] = pos
-        b.n_seq_id[i] = len(seq_ids)
-        row = self._seq_id[i]
-        for k, s in enumerate(seq_ids):
-            row[k] = s
-        b.logits[i] = output
-        b.n_tokens = i + 1
+        if self.embd:
+            raise TypeError("this batch carries embeddings, not tokens")
+        n = len(seq_ids)
+        if not 1 <= n <= self.n_seq_max:
+            raise ValueError(f"a token needs 1..{self.n_seq_max} sequence ids, got {n}")
+        mem = self._take()
+        try:
+            b = mem.holder[0]
+            i = b.n_tokens
+            if i >= self.capacity:
+                raise OverflowError(f"batch is full ({self.capacity} tokens)")
+            mem.token[i] = token
+            mem.pos[i] = pos
+            mem.n_seq_id[i] = n
+            row = i * self.n_seq_max
+            data = mem.seq_id_data
+            for k, s in enumerate(seq_ids):
+                data[row + k] = s
+            mem.logits[i] = output
+            b.n_tokens = i + 1
+        finally:
+            self._guard.release()
 
     def set_seq_ids(self, n: int, seq_id: int = 0) -> None:
         """Make the first ``n`` entries belong to sequence ``seq_id`` only
         (for batches filled through the numpy views)."""
         if not 0 <= n <= self.capacity:
             raise OverflowError(f"{n} entries do not fit a batch of {self.capacity}")
-        self.ptr  # raise if closed
-        self.n_seq_ids[:n] = 1
-        seq = self._seq_id
-        for i in range(n):
-            seq[i][0] = seq_id
+        self._take()
+        try:
+            self._set_seq_ids(n, seq_id)
+        finally:
+            self._guard.release()
+
+    def _set_seq_ids(self, n: int, seq_id: int) -> None:
+        self._counts[:n] = 1
+        self._seq[0:n * self.n_seq_max:self.n_seq_max] = seq_id
 
     def set_tokens(self, tokens: Sequence[int] | np.ndarray, start_pos: int, *,
                    seq_id: int = 0, output_last: bool = True) -> None:
@@ -121,11 +180,14 @@ class Batch(Handle):
         n = len(tokens)
         if n > self.capacity:
             raise OverflowError(f"{n} tokens do not fit a batch of {self.capacity}")
-        b = self.ptr[0]
-        self.tokens[:n] = tokens
-        self.positions[:n] = np.arange(start_pos, start_pos + n, dtype=np.int32)
-        self.set_seq_ids(n, seq_id)
-        self.output[:n] = 0
-        if output_last and n:
-            self.output[n - 1] = 1
-        b.n_tokens = n
+        mem = self._take()
+        try:
+            self.tokens[:n] = tokens
+            self.positions[:n] = np.arange(start_pos, start_pos + n, dtype=np.int32)
+            self._set_seq_ids(n, seq_id)
+            self.output[:n] = 0
+            if output_last and n:
+                self.output[n - 1] = 1
+            mem.holder[0].n_tokens = n
+        finally:
+            self._guard.release()

@@ -22,7 +22,6 @@ llama.cpp's distribution, which favours the unconstrained choice when valid.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,7 @@ from .._bindings.callbacks import SamplerState
 from .._bindings.raw import CData
 from ..errors import GrammarError, LlamaError
 from .grammar import Grammar
-from .handle import Handle
+from .handle import Handle, UseGuard
 from .samplers import (
     DEFAULT_SEED,
     DRY_SEQUENCE_BREAKERS,
@@ -90,6 +89,12 @@ class SamplerChain(Handle):
     """An ordered chain of samplers that picks one token per call to :meth:`sample`.
 
     no_perf: skip llama.cpp's timing of the chain (``perf()``).
+
+    Thread safety: one thread at a time. A second thread calling any method
+    (``sample``, ``accept``, ``add`` ...) while another is inside one gets a
+    LlamaError, and so does a Python sampler of the chain calling back into
+    it; ``close()`` (and ``model.close()``) waits for a ``sample`` running on
+    another thread to finish.
     """
 
     def __init__(self, samplers: Iterable[Sampler | PythonSampler] = (), *,
@@ -100,7 +105,7 @@ class SamplerChain(Handle):
         self._kinds: list[str] = []
         self._py_states: list[SamplerState] = []
         self._selects = False
-        self._lock = threading.Lock()
+        self._guard = UseGuard("sampler chain")
         self._cands: tuple[CData, CData, np.ndarray, np.ndarray] | None = None
         self._one: Candidates | None = None
         for s in samplers:
@@ -110,7 +115,11 @@ class SamplerChain(Handle):
         """Append ``sampler``; the chain takes ownership of it."""
         if isinstance(sampler, PythonSampler):
             sampler = sampler.to_sampler()
-        chain = self.ptr
+        with self._guard:
+            self._add(self.ptr, sampler)
+        return self
+
+    def _add(self, chain: CData, sampler: Sampler) -> None:
         if sampler.closed:
             raise LlamaError(f"{sampler.name} sampler is closed or already in a chain")
         if sampler.vocab is not None:
@@ -121,14 +130,14 @@ class SamplerChain(Handle):
         self._names.append(sampler.name)
         self._kinds.append(sampler.kind)
         self._selects = sampler.selects
-        return self
 
     @property
     def names(self) -> list[str]:
         return list(self._names)
 
     def __len__(self) -> int:
-        return _sampler.chain_n(self.ptr)
+        with self._guard:
+            return _sampler.chain_n(self.ptr)
 
     def _stepwise(self) -> bool:
         return "grammar" in self._kinds or "python" in self._kinds
@@ -136,28 +145,26 @@ class SamplerChain(Handle):
     def sample(self, ctx: Context, idx: int = -1) -> int:
         """Pick a token from the output at batch index ``idx`` of ``ctx``'s last
         decode, and accept it (stateful samplers and grammars advance)."""
-        chain = self.ptr
         if not self._selects:
+            self.ptr  # a closed chain raises ClosedError first
             raise LlamaError(
                 "the sampler chain does not end with a selecting sampler "
                 "(add greedy(), dist(), mirostat() or adaptive_p())")
-        if not self._lock.acquire(False):
-            raise LlamaError("this sampler chain is being used by another thread")
-        try:
+        with self._guard:
+            chain = self.ptr
             c = ctx._enter()  # sampling reads the context's outputs: no decode meanwhile
             try:
                 if not self._stepwise():
                     if not _context.has_logits(c, idx):
                         raise _no_logits(idx)
                     return _sampler.sample(chain, c, idx, self._py_states)
-                logits = _context.logits(c, idx, ctx.vocab.n_tokens)
+                # a view of llama.cpp's buffer, used only while the context is held
+                logits = _context.logits_view(c, idx, ctx.vocab.n_tokens)
                 if logits is None:
                     raise _no_logits(idx)
                 return self._sample_stepwise(chain, logits)
             finally:
-                ctx._lock.release()
-        finally:
-            self._lock.release()
+                ctx._leave()
 
     def _fill(self, logits: np.ndarray) -> Candidates:
         """Candidates for every token from the context's logits, in a reused buffer."""
@@ -170,7 +177,7 @@ class SamplerChain(Handle):
         view["logit"] = logits
         view["p"] = 0.0
         cur.data, cur.size, cur.selected, cur.sorted = data, n_vocab, -1, False
-        return Candidates(cur)
+        return Candidates(cur, data)
 
     def _grammar_allows(self, chain: CData, token: int) -> bool:
         one = self._one
@@ -196,7 +203,7 @@ class SamplerChain(Handle):
             cands = self._fill(logits)
             for i, kind in enumerate(self._kinds):
                 if kind != "grammar":
-                    _sampler.apply(_sampler.chain_get(chain, i), cands.struct, py)
+                    _sampler.apply(_sampler.chain_get(chain, i), cands.struct, py, cands._owner)
             token = cands.selected_token()
             if self._grammar_allows(chain, token):
                 _sampler.accept(chain, token, py)
@@ -204,7 +211,7 @@ class SamplerChain(Handle):
         cands = self._fill(logits)
         cur = cands.struct
         for i, kind in enumerate(self._kinds):
-            _sampler.apply(_sampler.chain_get(chain, i), cur, py)
+            _sampler.apply(_sampler.chain_get(chain, i), cur, py, cands._owner)
             if kind == "grammar" and not np.isfinite(cands.logits).any():
                 raise GrammarError(
                     "the grammar allows no token here: the output so far cannot be continued "
@@ -222,32 +229,50 @@ class SamplerChain(Handle):
         A token the chain's grammar forbids raises GrammarError (llama.cpp
         would abort the process).
         """
-        chain = self.ptr
         t = int(token)
-        if "grammar" in self._kinds and not self._grammar_allows(chain, t):
-            raise GrammarError(f"token {t} is not allowed by the grammar here")
-        _sampler.accept(chain, t, self._py_states)
+        with self._guard:
+            chain = self.ptr
+            if "grammar" in self._kinds and not self._grammar_allows(chain, t):
+                raise GrammarError(f"token {t} is not allowed by the grammar here")
+            _sampler.accept(chain, t, self._py_states)
 
     def apply(self, candidates: Candidates) -> None:
         """Run the whole chain on ``candidates`` without accepting (for testing)."""
-        _sampler.apply(self.ptr, candidates.struct, self._py_states)
+        with self._guard:
+            _sampler.apply(self.ptr, candidates.struct, self._py_states, candidates._owner)
 
     def reset(self) -> None:
         """Reset every sampler's state (penalty history, grammar position, RNG stays seeded)."""
-        _sampler.reset(self.ptr, self._py_states)
+        with self._guard:
+            _sampler.reset(self.ptr, self._py_states)
 
     @property
     def seed(self) -> int | None:
         """The seed of the chain's random sampler, or None."""
-        s = _sampler.get_seed(self.ptr)
+        with self._guard:
+            s = _sampler.get_seed(self.ptr)
         return None if s == DEFAULT_SEED else s
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters for the chain (needs ``no_perf=False``)."""
-        return _sampler.perf(self.ptr)
+        with self._guard:
+            return _sampler.perf(self.ptr)
 
     def perf_reset(self) -> None:
-        _sampler.perf_reset(self.ptr)
+        with self._guard:
+            _sampler.perf_reset(self.ptr)
+
+    def close(self) -> None:
+        """Free the chain and its samplers, after a ``sample`` running on another
+        thread has ended (LlamaError from inside one of the chain's own calls,
+        such as a Python sampler's ``apply``). Idempotent."""
+        if self._ptr is None:
+            return
+        self._guard.wait()
+        try:
+            super().close()
+        finally:
+            self._guard.release()
 
     def __repr__(self) -> str:
         return f"<SamplerChain {' -> '.join(self._names) or '(empty)'}>"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,10 +17,10 @@ from .._bindings import model as _M
 from .._bindings.callbacks import CallbackState
 from .._bindings.enums import PoolingType
 from .._bindings.raw import CData
-from ..errors import ContextError, ContextFullError, InvalidBatchError, LlamaError
+from ..errors import ClosedError, ContextError, ContextFullError, InvalidBatchError, LlamaError
 from . import control_vector
 from .batch import Batch
-from .handle import Handle
+from .handle import Handle, UseGuard
 from .params import ContextParams
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def _exclusive(method: _F) -> _F:
         try:
             return method(self, *args, **kwargs)
         finally:
-            self._lock.release()
+            self._guard.release()
 
     return wrapper  # type: ignore[return-value]
 
@@ -99,9 +99,15 @@ class Context(Handle):
     Sizes fixed at creation (``n_ctx``, ``n_batch``, ``n_seq_max`` ...) are
     read once and served from Python attributes.
 
+    Outputs: :meth:`logits`, :meth:`embeddings` and :meth:`seq_embeddings`
+    return copies (numpy arrays owning their memory): llama.cpp overwrites its
+    output buffer on the next decode and frees it on close, a copy stays valid.
+
     Thread safety: a context is used by one thread at a time. A second thread
-    calling ``decode`` (or any memory, state or output method) while another
-    is busy with it gets a LlamaError instead of racing it.
+    calling ``decode`` (or any other method that reaches C) while another is
+    busy with it gets a LlamaError instead of racing it, and so does a call
+    made from inside the context's own abort callback. ``close()`` (and
+    ``model.close()``) waits for a call running on another thread to finish.
     """
 
     _FACTS = ("n_ctx", "n_ctx_seq", "n_batch", "n_ubatch", "n_seq_max", "pooling")
@@ -120,15 +126,17 @@ class Context(Handle):
         if abort_callback is not None:
             self._abort = CallbackState(abort_callback)
         _C.set_abort(c, self._abort)
-        ptr, lines = _C.init(model.ptr, c)
-        self._own(ptr, _C.free, model)
-        model._adopt(self)
+        with model._using() as model_ptr:  # the model is not freed meanwhile
+            ptr, lines = _C.init(model_ptr, c)
+            self._own(ptr, _C.free, model)
+            model._adopt(self)
         self.model = model
         self.vocab = model.vocab
         self._n_vocab = self.vocab.n_tokens
         self._n_embd: int = model.n_embd
+        self._n_embd_inp: int = model.n_embd_inp
         self._batch: Batch | None = None
-        self._lock = threading.RLock()  # reentrant: shift() calls seq_rm()
+        self._guard = UseGuard("context")  # one thread, one call at a time
         self._loras: dict[LoraAdapter, float] = {}
         sizes = _C.sizes(ptr)
         self.n_ctx: int = sizes["n_ctx"]
@@ -147,10 +155,12 @@ class Context(Handle):
     # -- sizes ---------------------------------------------------------------
 
     @property
+    @_exclusive
     def n_threads(self) -> int:
         return _C.threads(self.ptr)[0]
 
     @property
+    @_exclusive
     def n_threads_batch(self) -> int:
         return _C.threads(self.ptr)[1]
 
@@ -169,11 +179,16 @@ class Context(Handle):
     # -- evaluation -----------------------------------------------------------
 
     def _enter(self) -> CData:
-        ctx = self.ptr
-        if not self._lock.acquire(False):
-            raise LlamaError("this context is being used by another thread; "
-                             "use one context per thread or serialise the calls")
-        return ctx
+        """Start exclusive use (end it with ``_leave()``); the context pointer."""
+        self._guard.acquire()
+        ptr = self._ptr
+        if ptr is None:  # checked after taking the guard: close() cannot be midway
+            self._guard.release()
+            raise ClosedError("Context is closed")
+        return ptr
+
+    def _leave(self) -> None:
+        self._guard.release()
 
     def decode(self, batch: Batch) -> None:
         """Run the model on ``batch`` (``llama_decode``).
@@ -182,26 +197,37 @@ class Context(Handle):
         InvalidBatchError (-1) or DecodeError (other codes), each with the
         lines llama.cpp logged.
         """
-        struct = batch.struct  # raises ClosedError for a closed batch
-        if struct.n_tokens == 0:
-            raise InvalidBatchError("cannot decode an empty batch", code=-1)
         ctx = self._enter()
         try:
-            _C.decode(ctx, struct, self.n_ctx, self._abort)
+            self._run(ctx, batch, "decode")
         finally:
-            self._lock.release()
+            self._guard.release()
 
     def encode(self, batch: Batch) -> None:
         """Run the encoder on ``batch`` (``llama_encode``; encoder-decoder and
         embedding models)."""
-        struct = batch.struct
-        if struct.n_tokens == 0:
-            raise InvalidBatchError("cannot encode an empty batch", code=-1)
         ctx = self._enter()
         try:
-            _C.encode(ctx, struct, self.n_ctx, self._abort)
+            self._run(ctx, batch, "encode")
         finally:
-            self._lock.release()
+            self._guard.release()
+
+    def _run(self, ctx: CData, batch: Batch, what: str) -> None:
+        """decode/encode ``batch`` while holding both this context and the batch
+        (whose memory stays referenced here for the whole call)."""
+        mem = batch._take()  # raises ClosedError for a closed batch
+        try:
+            struct = mem.struct
+            n = struct.n_tokens
+            if not 0 < n <= mem.capacity:
+                raise InvalidBatchError(f"cannot {what} a batch of {n} entries", code=-1)
+            if mem.embd and mem.embd != self._n_embd_inp:
+                raise InvalidBatchError(f"the batch carries embeddings of size {mem.embd}; "
+                                        f"this model takes {self._n_embd_inp}", code=-1)
+            call = _C.decode if what == "decode" else _C.encode
+            call(ctx, struct, self.n_ctx, self._abort)
+        finally:
+            batch._guard.release()
 
     def _scratch_batch(self) -> Batch:
         b = self._batch
@@ -223,7 +249,7 @@ class Context(Handle):
             raise ContextFullError(
                 f"{start_pos + n} tokens do not fit the context of {self.n_ctx_seq} tokens "
                 "per sequence; create the context with a larger n_ctx")
-        self._enter()  # the scratch batch is shared: fill it only while holding the lock
+        ctx = self._enter()  # the scratch batch is shared: fill it only while holding the context
         try:
             batch = self._scratch_batch()
             step = batch.capacity
@@ -231,17 +257,17 @@ class Context(Handle):
                 chunk = tokens[i:i + step]
                 batch.set_tokens(chunk, start_pos + i, seq_id=seq_id,
                                  output_last=(i + step >= n))
-                self.decode(batch)
+                self._run(ctx, batch, "decode")
         finally:
-            self._lock.release()
+            self._guard.release()
 
     @_exclusive
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits for the token at index ``i`` of the last batch (it must have
         been marked as output); negative ``i`` counts the outputs from the end.
 
-        A numpy view on llama.cpp's buffer, no copy: valid until the next
-        decode on this context or its close. Copy it to keep it.
+        A copy (float32, n_vocab; about 10 µs for a 49k vocabulary): it stays
+        valid after the next decode and after close.
         """
         out = _C.logits(self.ptr, i, self._n_vocab)
         if out is None:
@@ -253,7 +279,7 @@ class Context(Handle):
         """Embedding for the token at batch index ``i`` (context created with
         ``embeddings=True``); negative ``i`` counts the outputs from the end.
 
-        A view without copy, valid until the next decode (see :meth:`logits`).
+        A copy (float32, n_embd), valid after the next decode and after close.
         """
         out = _C.embeddings(self.ptr, i, self._n_embd)
         if out is None:
@@ -263,7 +289,10 @@ class Context(Handle):
 
     @_exclusive
     def seq_embeddings(self, seq_id: int = 0) -> np.ndarray:
-        """Pooled embedding of sequence ``seq_id`` (pooling other than ``none``)."""
+        """Pooled embedding of sequence ``seq_id`` (pooling other than ``none``).
+
+        A copy, valid after the next decode and after close.
+        """
         n = self._n_embd if self.pooling != PoolingType.RANK else \
             max(1, int(getattr(self.model, "n_cls_out", 1)))
         out = _C.seq_embeddings(self.ptr, seq_id, n)
@@ -311,7 +340,7 @@ class Context(Handle):
     def seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None:
         """Shift positions [p0, p1) of ``seq_id`` by ``delta`` (RoPE is updated)."""
         self._check_seq(seq_id, allow_all=True)
-        if not self.can_shift:
+        if not _C.can_shift(self.ptr):
             raise LlamaError("this model's memory cannot shift positions")
         _C.seq_add(self.ptr, seq_id, p0, p1, delta)
 
@@ -321,7 +350,7 @@ class Context(Handle):
         self._check_seq(seq_id, allow_all=True)
         if d < 1:
             raise ValueError("d must be >= 1")
-        if not self.can_shift:
+        if not _C.can_shift(self.ptr):
             raise LlamaError("this model's memory cannot shift positions")
         _C.seq_div(self.ptr, seq_id, p0, p1, d)
 
@@ -338,6 +367,7 @@ class Context(Handle):
         return _C.seq_pos_max(self.ptr, seq_id)
 
     @property
+    @_exclusive
     def can_shift(self) -> bool:
         return _C.can_shift(self.ptr)
 
@@ -345,13 +375,17 @@ class Context(Handle):
     def shift(self, seq_id: int, n_keep: int, n_discard: int) -> int:
         """Context shift as llama.cpp does it: drop ``n_discard`` tokens after the
         first ``n_keep`` and move the rest back. Returns the new next position."""
-        end = self.seq_pos_max(seq_id) + 1
+        self._check_seq(seq_id)
+        ptr = self.ptr
+        end = _C.seq_pos_max(ptr, seq_id) + 1
         if n_keep < 0 or n_discard < 1 or n_keep + n_discard > end:
             raise ValueError(f"cannot discard {n_discard} tokens after {n_keep} "
                              f"from a sequence of {end}")
-        if not self.seq_rm(seq_id, n_keep, n_keep + n_discard):
+        if not _C.can_shift(ptr):
+            raise LlamaError("this model's memory cannot shift positions")
+        if not _C.seq_rm(ptr, seq_id, n_keep, n_keep + n_discard):
             raise LlamaError("this model's memory cannot remove part of a sequence")
-        self.seq_add(seq_id, n_keep + n_discard, end, -n_discard)
+        _C.seq_add(ptr, seq_id, n_keep + n_discard, end, -n_discard)
         return end - n_discard
 
     # -- state -------------------------------------------------------------------
@@ -423,9 +457,11 @@ class Context(Handle):
         for adapter, _ in items:
             if adapter.model is not self.model:
                 raise ValueError("a LoRA adapter belongs to the model it was loaded for")
-        _C.set_loras(self.ptr, [a.ptr for a, _ in items], [float(s) for _, s in items])
-        for adapter, _ in items:
-            adapter._users.add(self)
+        with contextlib.ExitStack() as stack:  # no adapter is freed during the call
+            ptrs = [stack.enter_context(a._using()) for a, _ in items]
+            _C.set_loras(self.ptr, ptrs, [float(s) for _, s in items])
+            for adapter, _ in items:
+                adapter._users.add(self)
         self._loras = dict(items)  # keep them alive while in use
 
     @property
@@ -466,6 +502,7 @@ class Context(Handle):
 
     # -- performance ------------------------------------------------------------
 
+    @_exclusive
     def perf(self) -> dict[str, float]:
         """llama.cpp's own timings (``llama_perf_context``)."""
         return _C.perf(self.ptr)
@@ -475,14 +512,22 @@ class Context(Handle):
         _C.perf_reset(self.ptr)
 
     def close(self) -> None:
+        """Free the context, after a call running on another thread has ended.
+
+        Raises LlamaError when called from inside one of the context's own
+        calls (its abort callback, a Python sampler of a chain sampling it).
+        """
         if self._ptr is None:
             return
-        with self._lock:  # wait for a decode running on another thread
+        self._guard.wait()  # wait for a decode running on another thread
+        try:
             if self._batch is not None:
                 self._batch.close()
                 self._batch = None
             self._loras = {}
             super().close()
+        finally:
+            self._guard.release()
 
     def __repr__(self) -> str:
         if self.closed:

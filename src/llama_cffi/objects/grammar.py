@@ -262,10 +262,12 @@ class Grammar:
                 except re.error as exc:
                     raise GrammarError(f"trigger pattern {p!r} is not a regex: {exc}") from None
             tokens = [v.check_token(t) for t in trigger_tokens]
-            ptr = _sampler.grammar_lazy(v.ptr, self.text, self.root, trigger_patterns, tokens)
-        else:
-            ptr = _sampler.grammar(v.ptr, self.text, self.root)
-        return Sampler(ptr, "grammar-lazy" if lazy else "grammar", kind="grammar", vocab=v)
+        with v.borrow() as vp:  # the model is not freed before the sampler is adopted
+            if lazy:
+                ptr = _sampler.grammar_lazy(vp, self.text, self.root, trigger_patterns, tokens)
+            else:
+                ptr = _sampler.grammar(vp, self.text, self.root)
+            return Sampler(ptr, "grammar-lazy" if lazy else "grammar", kind="grammar", vocab=v)
 
     def __repr__(self) -> str:
         first = self.text.strip().splitlines()[0] if self.text.strip() else ""

@@ -16,7 +16,8 @@ from .._bindings.raw import CData, ffi
 from ..errors import ModelLoadError, ModelNotFoundError
 from . import placement, registry
 from .context import Context
-from .handle import Handle
+from .gguf_check import check_gguf
+from .handle import Handle, SharedUse
 from .params import ContextParams, ModelParams
 from .system import check_rpc_devices, find_device
 from .vocab import Vocab
@@ -41,6 +42,7 @@ def _check_gguf_file(path: Path) -> None:
         raise ModelLoadError(
             f"{path} is not a GGUF file (it starts with {magic!r}, a GGUF file starts "
             f"with {GGUF_MAGIC!r}); convert the model with llama.cpp's convert_hf_to_gguf.py")
+    check_gguf(path)  # what llama.cpp would crash on: see docs/safety.md
 
 
 def _c_params(p: ModelParams, keep: list[Any]) -> CData:
@@ -105,11 +107,16 @@ class Model(Handle):
     Facts that never change (``n_params``, ``n_layer``, ``n_embd``,
     ``n_ctx_train`` ...) are read once, when the model is loaded.
 
-    Thread safety: a Model may be shared across threads (contexts on it are
-    not); closing it closes its contexts, samplers and adapters first.
+    Thread safety: a Model (and its :class:`~llama_cffi.Vocab`) may be shared
+    across threads; contexts on it may not (see :class:`~llama_cffi.Context`).
+    ``close()`` waits until no other thread is inside a call on the model
+    (tokenizing, creating a context ...) and makes new calls raise
+    ClosedError; it closes the model's contexts first (each waits for a decode
+    running on another thread), then its samplers and adapters, then frees
+    the model.
     """
 
-    _FACTS = ("n_params", "size", "n_layer", "n_embd", "n_head", "n_head_kv", "n_ctx_train",
+    _FACTS = ("n_params", "size", "n_layer", "n_embd", "n_embd_inp", "n_head", "n_head_kv", "n_ctx_train",
               "n_swa", "n_cls_out", "rope_type", "has_encoder", "has_decoder", "is_recurrent",
               "is_hybrid", "description")
 
@@ -124,6 +131,7 @@ class Model(Handle):
         _M.set_progress(c_params, state)
         ptr, lines = _M.load(self.path, c_params, state)
         self._own(ptr, _M.free)
+        self._shared = SharedUse()  # calls in progress; close() waits for them
         self._keep = keep
         self.buffers: dict[str, int] = _log.buffer_sizes(lines, "model")
         """Bytes of weights per buffer type (``CPU_Mapped``, ``CUDA0``,
@@ -137,6 +145,8 @@ class Model(Handle):
         """Total size of all tensors in bytes."""
         self.n_layer: int = facts["n_layer"]
         self.n_embd: int = facts["n_embd"]
+        self.n_embd_inp: int = facts["n_embd_inp"]
+        """Size of an input embedding row (what an embedding Batch carries)."""
         self.n_head: int = facts["n_head"]
         self.n_head_kv: int = facts["n_head_kv"]
         self.n_ctx_train: int = facts["n_ctx_train"]
@@ -157,10 +167,27 @@ class Model(Handle):
         """The model's vocabulary (it keeps the model alive, not the reverse)."""
         vocab = self._vocab_ref() if self._vocab_ref is not None else None
         if vocab is None:
-            self.ptr  # raise ClosedError if closed
-            vocab = Vocab(self)
+            with self._using():  # raises ClosedError if closed
+                vocab = Vocab(self)
             self._vocab_ref = weakref.ref(vocab)
         return vocab
+
+    def close(self) -> None:
+        """Free the model once no other thread is inside a call on it; its
+        contexts are closed first, then its other children. Idempotent."""
+        if self._ptr is None:
+            return
+        shared = self._shared
+        if shared is None:
+            self._close_now()
+        else:
+            shared.close("model", self._close_now)
+
+    def _close_now(self) -> None:
+        # contexts first: a LoRA adapter's close() removes it from open contexts
+        for child in sorted(self._child_list(), key=lambda c: not isinstance(c, Context)):
+            child.close()
+        super().close()
 
     @staticmethod
     def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -181,11 +208,13 @@ class Model(Handle):
     @property
     def metadata(self) -> dict[str, str]:
         """All GGUF metadata key/value pairs, values rendered as strings by llama.cpp."""
-        return _M.metadata(self.ptr)
+        with self._using() as ptr:
+            return _M.metadata(ptr)
 
     def meta(self, key: str) -> str | None:
         """One metadata value, or None if the key is absent."""
-        return _M.meta(self.ptr, key)
+        with self._using() as ptr:
+            return _M.meta(ptr, key)
 
     @property
     def architecture(self) -> str | None:
@@ -193,7 +222,8 @@ class Model(Handle):
 
     def chat_template(self, name: str | None = None) -> str | None:
         """The chat template stored in the GGUF (``name`` picks a named one)."""
-        return _M.chat_template(self.ptr, name)
+        with self._using() as ptr:
+            return _M.chat_template(ptr, name)
 
     @property
     def n_expert(self) -> int:

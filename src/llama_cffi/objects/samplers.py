@@ -12,7 +12,7 @@ its command-line flags.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .._bindings.callbacks import SamplerState
 from .._bindings.raw import NULL, CData
 from .._bindings.sampler import TOKEN_DATA
 from ..errors import LlamaError
-from .handle import Handle
+from .handle import Handle, UseGuard
 from .vocab import Vocab
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ class Sampler(Handle):
 
     selects: whether it picks the final token.
     kind: ``"grammar"`` and ``"python"`` samplers make a chain run step by step.
+
+    Thread safety: one thread at a time (a second thread calling :meth:`apply`
+    meanwhile gets a LlamaError; ``close()`` waits for it). Adding the sampler
+    to a chain hands it over to the chain.
     """
 
     def __init__(self, ptr: CData, name: str, *, selects: bool = False, kind: str = "builtin",
@@ -52,6 +56,7 @@ class Sampler(Handle):
         if ptr == NULL:
             raise LlamaError(f"llama.cpp could not create the {name} sampler")
         self._own(ptr, _sampler.free)
+        self._guard = UseGuard("sampler")
         self.name = name
         self.selects = selects
         self.kind = kind
@@ -64,7 +69,22 @@ class Sampler(Handle):
 
     def apply(self, candidates: Candidates) -> None:
         """Run this (not yet chained) sampler on ``candidates``."""
-        _sampler.apply(self.ptr, candidates.struct, self._python)
+        with self._guard:
+            _sampler.apply(self.ptr, candidates.struct, self._python, candidates._owner)
+
+    def _release(self) -> Any:
+        with self._guard:
+            return super()._release()
+
+    def close(self) -> None:
+        """Free the sampler (after an ``apply`` running on another thread). Idempotent."""
+        if self._ptr is None:
+            return
+        self._guard.wait()
+        try:
+            super().close()
+        finally:
+            self._guard.release()
 
     def __repr__(self) -> str:
         return f"<Sampler {self.name}{' (in a chain)' if self.closed else ''}>"
@@ -162,8 +182,9 @@ def dry(vocab: Vocab | Model, multiplier: float = 0.0, base: float = 1.75,
     """DRY repetition penalty (``--dry-multiplier``, ``--dry-base``,
     ``--dry-allowed-length``, ``--dry-penalty-last-n``, ``--dry-sequence-breaker``)."""
     v = vocab_of(vocab)
-    return Sampler(_sampler.dry(v.ptr, multiplier, base, allowed_length, penalty_last_n,
-                                sequence_breakers), "dry", vocab=v)
+    with v.borrow() as vp:
+        return Sampler(_sampler.dry(vp, multiplier, base, allowed_length, penalty_last_n,
+                                    sequence_breakers), "dry", vocab=v)
 
 
 def logit_bias(vocab: Vocab | Model, biases: Mapping[int, float]) -> Sampler:
@@ -177,7 +198,8 @@ def logit_bias(vocab: Vocab | Model, biases: Mapping[int, float]) -> Sampler:
 def infill(vocab: Vocab | Model) -> Sampler:
     """Fill-in-the-middle sampler: prefers end-of-generation and merges equal prefixes."""
     v = vocab_of(vocab)
-    return Sampler(_sampler.infill(v.ptr), "infill", vocab=v)
+    with v.borrow() as vp:
+        return Sampler(_sampler.infill(vp), "infill", vocab=v)
 
 
 # -- candidates and Python samplers ----------------------------------------------------
@@ -190,14 +212,32 @@ class Candidates:
     entries: modify them in place. Shrink ``size`` to drop the tail (sort
     first), set ``selected`` to pick one. After a Python sampler's ``apply``
     the array counts as unsorted unless it sets ``sorted = True`` itself
-    (llama.cpp's samplers trust that flag). Views are valid only during the
-    call that received them.
+    (llama.cpp's samplers trust that flag).
+
+    Memory: the views are views of Python-owned token data that they keep
+    alive (never of memory C could free under them). The Candidates object
+    a Python sampler's ``apply`` receives is valid only during that call:
+    using it afterwards raises a LlamaError; views taken from it stay
+    readable memory but are overwritten by the next sampling. A Candidates
+    made from a raw ``struct`` (``owner`` None) has borrowed views, valid
+    only as long as the caller keeps that memory.
     """
 
-    def __init__(self, struct: CData) -> None:
-        self.struct = struct
+    def __init__(self, struct: CData, owner: CData | None = None) -> None:
+        """struct: a ``llama_token_data_array *``; owner: the ``ffi.new`` token
+        data array its ``data`` points into, if Python owns it."""
+        self._struct: CData | None = struct
+        self._owner = owner
         self._sorted_set = False
-        self._keep: CData | None = None  # the token data when this object owns it
+
+    @property
+    def struct(self) -> CData:
+        """The ``llama_token_data_array *`` (LlamaError once no longer valid)."""
+        s = self._struct
+        if s is None:
+            raise LlamaError("these candidates were passed to a Python sampler's apply() and "
+                             "are not valid after it returned: copy what you need inside apply()")
+        return s
 
     @classmethod
     def from_logits(cls, logits: np.ndarray) -> Candidates:
@@ -208,12 +248,16 @@ class Candidates:
         view["id"] = np.arange(len(logits), dtype=np.int32)
         view["logit"] = logits
         view["p"] = 0
-        c = cls(struct)
-        c._keep = data
-        return c
+        return cls(struct, data)
 
     def _view(self) -> np.ndarray:
-        return _sampler.candidates_view(self.struct)
+        s = self.struct
+        owner = self._owner
+        # samplers may move ``data`` forward (XTC drops the head): find it again
+        offset = None if owner is None else _sampler.offset_in(owner, s)
+        if owner is None or offset is None:
+            return _sampler.candidates_view(s)
+        return _sampler.owned_view(owner, offset, int(s.size))
 
     @property
     def size(self) -> int:
@@ -295,10 +339,27 @@ class PythonSampler:
                        keep=(state,))
 
     def _apply_struct(self, cur_p: CData) -> None:
-        """``apply`` on the ``llama_token_data_array *`` C passes."""
-        cands = Candidates(cur_p)
+        """``apply`` on the ``llama_token_data_array *`` C passes.
+
+        When ``cur_p`` points into Python-owned token data (every chain and
+        Candidates of this package), the sampler gets views of it; otherwise it
+        works on a Python-owned copy written back afterwards, so that no view
+        it keeps can reach memory C frees. Either way the Candidates object is
+        invalidated when ``apply`` returns.
+        """
+        owner = _sampler.lent_token_data()
+        offset = None if owner is None else _sampler.offset_in(owner, cur_p)
+        copy: CData | None = None
+        if owner is not None and offset is not None:
+            cands = Candidates(cur_p, owner)
+        else:
+            owner, copy = _sampler.copy_candidates(cur_p)
+            cands = Candidates(copy, owner)
         try:
             self.apply(cands)
         finally:
+            cands._struct = None
+            if copy is not None:
+                _sampler.copy_candidates_back(copy, cur_p)
             if not cands._sorted_set:
                 cur_p.sorted = False

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .._bindings import model as _model
@@ -23,6 +24,9 @@ class Vocab:
     size before they reach C, so a bad id raises :class:`TokenError`. The
     facts that never change (size, kind, special tokens, BOS/EOS policy) are
     read from C once, here.
+
+    Thread safety: may be shared across threads, as its Model; every call
+    into C holds the model open (``model.close()`` waits for it).
     """
 
     def __init__(self, owner: Handle, ptr: CData | None = None) -> None:
@@ -60,6 +64,13 @@ class Vocab:
         self._owner.ptr  # raise if closed
         return self._ptr
 
+    @contextmanager
+    def borrow(self) -> Iterator[CData]:
+        """The ``const llama_vocab *``, which the model will not free before the
+        block ends (its ``close()`` waits); ClosedError once the model is closed."""
+        with self._owner._using():
+            yield self._ptr
+
     @property
     def n_tokens(self) -> int:
         """Number of tokens in the vocabulary (``n_vocab``)."""
@@ -90,7 +101,8 @@ class Vocab:
             special token instead of plain text.
         """
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        return _vocab.tokenize(self.ptr, data, bool(add_special), bool(parse_special))
+        with self.borrow() as ptr:
+            return _vocab.tokenize(ptr, data, bool(add_special), bool(parse_special))
 
     # -- detokenizing -----------------------------------------------------
 
@@ -100,7 +112,8 @@ class Vocab:
         special: render special/control tokens as their text (otherwise empty).
         """
         t = self.check_token(token)
-        return _vocab.token_to_piece(self.ptr, t, bool(special), int(lstrip))
+        with self.borrow() as ptr:
+            return _vocab.token_to_piece(ptr, t, bool(special), int(lstrip))
 
     def detokenize(self, tokens: Sequence[int], *, remove_special: bool = False,
                    unparse_special: bool = False) -> str:
@@ -110,7 +123,8 @@ class Vocab:
         unparse_special: render special tokens as their text.
         """
         ids = [self.check_token(t) for t in tokens]
-        return _vocab.detokenize(self.ptr, ids, bool(remove_special), bool(unparse_special))
+        with self.borrow() as ptr:
+            return _vocab.detokenize(ptr, ids, bool(remove_special), bool(unparse_special))
 
     # -- special tokens and attributes ------------------------------------
 
@@ -178,10 +192,14 @@ class Vocab:
 
     def attr(self, token: int) -> TokenAttr:
         """The token's attributes (control, user-defined, byte, normalized, ...)."""
-        return TokenAttr(_vocab.attr(self.ptr, self.check_token(token)))
+        t = self.check_token(token)
+        with self.borrow() as ptr:
+            return TokenAttr(_vocab.attr(ptr, t))
 
     def score(self, token: int) -> float:
-        return _vocab.score(self.ptr, self.check_token(token))
+        t = self.check_token(token)
+        with self.borrow() as ptr:
+            return _vocab.score(ptr, t)
 
     @property
     def add_bos(self) -> bool:
@@ -194,11 +212,17 @@ class Vocab:
 
     def is_eog(self, token: int) -> bool:
         """Whether ``token`` ends generation (EOS, EOT, ...)."""
-        return _vocab.is_eog(self.ptr, self.check_token(token))
+        t = self.check_token(token)
+        with self.borrow() as ptr:
+            return _vocab.is_eog(ptr, t)
 
     def is_control(self, token: int) -> bool:
-        return _vocab.is_control(self.ptr, self.check_token(token))
+        t = self.check_token(token)
+        with self.borrow() as ptr:
+            return _vocab.is_control(ptr, t)
 
     def text(self, token: int) -> str:
         """The token's text as stored in the vocabulary."""
-        return _vocab.text(self.ptr, self.check_token(token))
+        t = self.check_token(token)
+        with self.borrow() as ptr:
+            return _vocab.text(ptr, t)

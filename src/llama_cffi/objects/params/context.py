@@ -85,7 +85,7 @@ class ContextParams(_Params):
                                  help="do not measure performance timings")
 
     ALIASES = {"ctx_size": "n_ctx", "batch_size": "n_batch", "ubatch_size": "n_ubatch",
-               "parallel": "n_seq_max", "threads": "n_threads",
+               "parallel": "n_seq_max", "n_parallel": "n_seq_max", "threads": "n_threads",
                "threads_batch": "n_threads_batch", "cache_type_k": "type_k",
                "cache_type_v": "type_v", "pooling_type": "pooling", "embedding": "embeddings"}
 

@@ -1,0 +1,503 @@
+"""The engine: one thread per model that serves every request with continuous batching.
+
+One :class:`~llama_cffi.Context` with ``n_seq_max`` sequences (slots) and one
+thread, the only code that decodes on it (so two callers never start two
+OpenMP thread teams at once). Requests come from any thread or from asyncio
+(:meth:`Engine.submit`); each engine step
+
+1. cancels requests that were cancelled, timed out or whose caller left,
+2. admits queued requests into free slots, choosing the slot whose cached
+   tokens share the longest prefix with the prompt; a longer prefix held by
+   another slot (a shared system prompt) is copied with the KV memory's
+   sequence copy instead of being evaluated again,
+3. builds one batch: the next token of every generating slot (plus its
+   speculative draft), then prompt chunks of slots in prefill, up to
+   ``n_batch`` tokens (so a long prompt never stalls the others for more than
+   one batch),
+4. decodes once, and samples every slot with its own sampler chain, checking
+   stop strings, max tokens and end of generation, streaming text to its
+   caller, verifying drafts exactly.
+
+An error in one request (a Python sampler raising, a grammar dead end, a
+prompt too long for a slot) ends that request with the exception; the
+others go on. If the engine thread itself fails, every waiting caller gets
+:class:`~llama_cffi.errors.EngineDeadError` and the engine refuses new work.
+
+Thread safety: ``submit``, ``call`` and ``close`` may be called from any
+thread; everything else runs on the engine thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from ..errors import ContextFullError, EngineBusyError, EngineDeadError, NoKvSlotError
+from ..objects.batch import Batch
+from ..objects.chain import SamplerChain
+from ..objects.context import Context
+from ..objects.params import SamplingParams
+from .request import Cancel, Request, RequestHandle
+from .results import Completion, Timings, Usage
+from .slot import Slot
+
+_T = TypeVar("_T")
+
+MIN_SHARED_PREFIX = 32
+"""A request whose first tokens (at least this many) are being evaluated for
+another slot waits for them and copies them instead of evaluating them too."""
+
+
+class Proposer(Protocol):
+    """A speculative proposer (see :mod:`llama_cffi.engine.speculative`)."""
+
+    name: str
+
+    def propose(self, history: Sequence[int], last: int, seq_id: int = 0) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class EngineMetrics:
+    """Counters since the engine started (the server's ``/metrics``)."""
+
+    requests_total: int = 0
+    requests_failed: int = 0
+    requests_cancelled: int = 0
+    prompt_tokens_total: int = 0  # prompt tokens of finished requests
+    prompt_tokens_evaluated: int = 0  # ... of which evaluated (not reused)
+    cached_tokens_total: int = 0  # prompt tokens reused from a slot's cache
+    prefix_copies: int = 0  # prefixes copied from another slot
+    generated_tokens_total: int = 0
+    decode_calls: int = 0
+    requests_running: int = 0
+    requests_queued: int = 0
+    kv_cells_used: int = 0
+    last_time_to_first_token: float = 0.0
+    last_tokens_per_second: float = 0.0
+
+
+class Engine:
+    """Continuous batching over the slots of ``ctx`` on one thread.
+
+    ctx: the context (its ``n_seq_max`` is the number of slots); the engine
+        uses it exclusively from now on.
+    make_chain: builds a request's sampler chain from its SamplingParams.
+    proposer: speculative proposer shared by all slots (or None).
+    max_queue: requests waiting for a slot before ``submit`` raises
+        :class:`EngineBusyError`.
+    """
+
+    def __init__(self, ctx: Context, make_chain: Callable[[SamplingParams], SamplerChain], *,
+                 proposer: Proposer | None = None, max_queue: int = 256) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        self.ctx = ctx
+        self.vocab = ctx.vocab
+        self.make_chain = make_chain
+        self.proposer = proposer
+        self.max_queue = max_queue
+        self.slots = [Slot(i) for i in range(ctx.n_seq_max)]
+        self.metrics = EngineMetrics()
+        self._pending: deque[Request] = deque()
+        self._calls: deque[tuple[Callable[[], Any], queue.SimpleQueue[tuple[bool, Any]]]] = \
+            deque()
+        self._cv = threading.Condition()
+        self._closing = False
+        self.broken: BaseException | None = None
+        self._batch = Batch(max(ctx.n_batch, 1))
+        self._split_kv = ctx.n_seq_max > 1 and ctx.n_ctx_seq < ctx.n_ctx
+        self._thread = threading.Thread(target=self._main, name="llama-cffi-engine", daemon=True)
+        self._thread.start()
+
+    # -- public, any thread ---------------------------------------------------------------
+
+    def submit(self, tokens: Sequence[int], sampling: SamplingParams, *,
+               cancel: Cancel | None = None, timeout: float | None = None,
+               context_shift: bool = False,
+               sampler: SamplerChain | None = None) -> RequestHandle:
+        """Queue a generation after ``tokens``; returns its handle at once.
+
+        sampler: a sampler chain of the caller's (Python samplers included)
+            to use instead of the one built from ``sampling``; the engine
+            takes it over and closes it when the request ends.
+
+        Raises EngineBusyError when ``max_queue`` requests are already waiting,
+        EngineDeadError when the engine has failed or was closed, and
+        ContextFullError when the prompt cannot fit a slot.
+        """
+        toks = [self.vocab.check_token(t) for t in tokens]
+        if not toks:
+            raise ValueError("the prompt is empty")
+        if len(toks) >= self.ctx.n_ctx_seq and not context_shift:
+            raise ContextFullError(
+                f"the prompt has {len(toks)} tokens but a slot holds {self.ctx.n_ctx_seq}; "
+                "use a larger n_ctx, fewer slots, a shorter prompt, or context_shift=True")
+        chain = sampler if sampler is not None else self.make_chain(sampling)
+        handle = RequestHandle()
+        req = Request(toks, sampling, chain, handle,
+                      has_grammar=sampling.grammar is not None or sampling.json_schema is not None,
+                      context_shift=context_shift, cancel=cancel,
+                      deadline=None if timeout is None else time.monotonic() + timeout)
+        with self._cv:
+            error = self._refusal()
+            if error is None and len(self._pending) >= self.max_queue:
+                error = EngineBusyError(
+                    f"{len(self._pending)} requests are already waiting for a slot "
+                    f"(max_queue={self.max_queue}); retry later")
+            if error is None:
+                self._pending.append(req)
+                self.metrics.requests_queued = len(self._pending)
+                self._cv.notify_all()
+        if error is not None:
+            chain.close()
+            raise error
+        return handle
+
+    def call(self, fn: Callable[[], _T], timeout: float | None = None) -> _T:
+        """Run ``fn()`` on the engine thread between two steps; returns its result.
+
+        For work that needs the context (state, adapters, embeddings on the
+        same thread) while requests are being served.
+        """
+        if threading.current_thread() is self._thread:
+            return fn()
+        box: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        with self._cv:
+            error = self._refusal()
+            if error is not None:
+                raise error
+            self._calls.append((fn, box))
+            self._cv.notify_all()
+        ok, value = box.get(timeout=timeout)
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def idle(self) -> bool:
+        with self._cv:
+            return not self._pending and not any(s.busy for s in self.slots)
+
+    def close(self) -> None:
+        """Cancel everything, stop the thread (waits for the current step)."""
+        with self._cv:
+            if self._closing:
+                return
+            self._closing = True
+            self._cv.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        self._batch.close()
+        if self.proposer is not None:
+            self.proposer.close()
+            self.proposer = None
+
+    def _refusal(self) -> BaseException | None:
+        if self.broken is not None:
+            err = EngineDeadError(f"the engine thread failed: {type(self.broken).__name__}: "
+                                  f"{self.broken}")
+            err.__cause__ = self.broken
+            return err
+        if self._closing:
+            return EngineDeadError("the engine is closed")
+        return None
+
+    # -- the engine thread -----------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not (self._closing or self._pending or self._calls
+                               or any(s.busy for s in self.slots)):
+                        self._cv.wait()
+                    if self._closing:
+                        break
+                    calls = list(self._calls)
+                    self._calls.clear()
+                for fn, box in calls:
+                    try:
+                        box.put((True, fn()))
+                    except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+                        box.put((False, exc))
+                self._step()
+        except BaseException as exc:  # noqa: BLE001 - every waiting caller learns of it
+            self.broken = exc
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._cv:
+            pending = list(self._pending)
+            self._pending.clear()
+            calls = list(self._calls)
+            self._calls.clear()
+            self._closing = True
+        error = self._refusal() if self.broken is not None else None
+        for slot in self.slots:
+            if slot.busy:
+                slot.finish("cancelled", error)
+        for req in pending:
+            req.chain.close()
+            if error is not None:
+                req.handle._push(2, error)
+            else:
+                req.handle.cancel()
+                req.handle._push(1, _cancelled_completion(req))
+        for _, box in calls:
+            box.put((False, error or EngineDeadError("the engine is closed")))
+
+    def _step(self) -> None:
+        self._reap()
+        self._admit()
+        if not any(s.busy for s in self.slots):
+            return
+        self._build_batch()
+        if self._batch.n_tokens == 0:
+            return
+        try:
+            self.ctx.decode(self._batch)
+        except NoKvSlotError as exc:
+            self._out_of_memory(exc)
+            return
+        self.metrics.decode_calls += 1
+        for slot in self.slots:
+            if slot.busy and slot.rows:
+                self._sample(slot)
+        self._update_gauges()
+
+    def _reap(self) -> None:
+        for slot in self.slots:
+            if slot.busy and slot.req is not None and slot.req.should_stop():
+                self._finish(slot, "cancelled")
+
+    def _admit(self) -> None:
+        free = [s for s in self.slots if not s.busy]
+        deferred: list[Request] = []
+        while free:
+            with self._cv:
+                if not self._pending:
+                    break
+                req = self._pending.popleft()
+            if self._wait_for_prefix(req):
+                deferred.append(req)
+                continue
+            if req.should_stop():
+                req.chain.close()
+                req.handle._push(1, _cancelled_completion(req))
+                self.metrics.requests_cancelled += 1
+                continue
+            slot = max(free, key=lambda s: (_common(s.cache, req.tokens), s.last_used))
+            free.remove(slot)
+            try:
+                self._start(slot, req)
+            except BaseException as exc:  # noqa: BLE001 - this request only
+                slot.req = req
+                self._finish(slot, "error", exc)
+        with self._cv:
+            self._pending.extendleft(reversed(deferred))
+            self.metrics.requests_queued = len(self._pending)
+
+    def _wait_for_prefix(self, req: Request) -> bool:
+        """Whether ``req`` should wait for a slot that is still evaluating a prompt
+        with the same beginning (a shared system prompt): once it is evaluated
+        it is copied instead of evaluated again."""
+        for slot in self.slots:
+            other = slot.req
+            if other is None or other is req or slot.next_token is not None:
+                continue
+            n = min(_common(other.tokens, req.tokens), len(req.tokens) - 1)
+            if n >= MIN_SHARED_PREFIX and slot.n_prompt_done < n:
+                return True
+        return False
+
+    def _start(self, slot: Slot, req: Request) -> None:
+        ctx, tokens = self.ctx, req.tokens
+        if len(tokens) >= ctx.n_ctx_seq:  # context_shift asked: keep the start and the end
+            tokens[:] = tokens[:4] + tokens[-(ctx.n_ctx_seq // 2):]
+        limit = len(tokens) - 1  # the last prompt token is always evaluated (its logits)
+        own = min(_common(slot.cache, tokens), limit) if self._reusable(slot) else 0
+        donor, best = None, own
+        for other in self.slots:
+            if other is not slot:
+                n = min(_common(other.cache, tokens), limit)
+                if n > best and self._reusable(other):
+                    donor, best = other, n
+        if donor is not None:
+            self._copy_prefix(donor, slot, best)
+            self.metrics.prefix_copies += 1
+            reused = best
+        else:
+            reused = own
+            if not ctx.seq_rm(slot.seq_id, reused, -1):
+                ctx.seq_rm(slot.seq_id)
+                reused = 0
+            del slot.cache[reused:]
+        slot.start(req, reused, self.vocab)
+
+    def _reusable(self, slot: Slot) -> bool:
+        """Whether the slot's KV still holds its whole cache: a sliding-window
+        cache forgets old positions, which then cannot be reused."""
+        return not slot.cache or self.ctx.seq_pos_min(slot.seq_id) <= 0
+
+    def _copy_prefix(self, donor: Slot, slot: Slot, n: int) -> None:
+        ctx = self.ctx
+        if self._split_kv:  # one KV stream per sequence: copy the whole stream, cut the tail
+            ctx.seq_cp(donor.seq_id, slot.seq_id)
+        else:  # one shared stream: the cells are shared, nothing is copied
+            ctx.seq_rm(slot.seq_id)
+            ctx.seq_cp(donor.seq_id, slot.seq_id, 0, n)
+        ctx.seq_rm(slot.seq_id, n, -1)
+        slot.cache = donor.cache[:n]
+
+    def _build_batch(self) -> None:
+        batch = self._batch
+        batch.clear()
+        budget = batch.capacity
+        for slot in self.slots:  # generating slots first: one token (+ drafts) each
+            slot.rows = []
+            req = slot.req
+            if req is None or slot.next_token is None:
+                continue
+            tok = slot.next_token
+            draft: list[int] = []
+            if self.proposer is not None:
+                draft = self.proposer.propose(slot.cache, tok, slot.seq_id)
+                draft = draft[:max(0, budget - 1)]
+            if not self._ensure_room(slot, 1 + len(draft)):
+                draft = []
+                if not self._ensure_room(slot, 1):
+                    self._finish(slot, "length")
+                    continue
+            if budget < 1 + len(draft):
+                continue  # no room in this batch; next step
+            pos = len(slot.cache)
+            for k, t in enumerate([tok, *draft]):
+                slot.rows.append(batch.n_tokens)
+                batch.add(t, pos + k, (slot.seq_id,), True)
+            slot.cache += [tok, *draft]
+            slot.draft = draft
+            budget -= 1 + len(draft)
+            if draft:
+                slot.timings.drafted_tokens += len(draft)
+            slot.timings.target_passes += 1
+        for slot in self.slots:  # then prompt chunks
+            req = slot.req
+            if req is None or slot.next_token is not None or budget <= 0:
+                continue
+            start = slot.n_prompt_done
+            chunk = req.tokens[start:start + budget]
+            last = start + len(chunk) == len(req.tokens)
+            for k, t in enumerate(chunk):
+                if last and k == len(chunk) - 1:
+                    slot.rows.append(batch.n_tokens)
+                batch.add(t, start + k, (slot.seq_id,), last and k == len(chunk) - 1)
+            slot.cache += chunk
+            slot.n_prompt_done += len(chunk)
+            budget -= len(chunk)
+
+    def _ensure_room(self, slot: Slot, n: int) -> bool:
+        ctx = self.ctx
+        if len(slot.cache) + n <= ctx.n_ctx_seq:
+            return True
+        req = slot.req
+        if req is None or not req.context_shift:
+            return False
+        n_keep = min(4, len(slot.cache))
+        n_discard = max(n, (len(slot.cache) - n_keep) // 2)
+        ctx.shift(slot.seq_id, n_keep, n_discard)
+        del slot.cache[n_keep:n_keep + n_discard]
+        return True
+
+    def _sample(self, slot: Slot) -> None:
+        req = slot.req
+        assert req is not None
+        ctx, vocab = self.ctx, self.vocab
+        want_logits = req.sampling.logprobs is not None
+        try:
+            draft = slot.draft
+            for i, row in enumerate(slot.rows):
+                logits = ctx.logits(row).copy() if want_logits else None
+                tok = req.chain.sample(ctx, row)
+                accepted = i < len(draft) and tok == draft[i]
+                finish = slot.accept(tok, vocab.is_eog(tok), logits)
+                if accepted:
+                    slot.timings.accepted_tokens += 1
+                if finish is not None or not accepted:
+                    if i < len(draft):  # drop the rejected drafts from the KV cache
+                        keep = len(slot.cache) - len(draft) + i
+                        ctx.seq_rm(slot.seq_id, keep, -1)
+                        del slot.cache[keep:]
+                    if finish is not None:
+                        self._finish(slot, finish)
+                    return
+        except BaseException as exc:  # noqa: BLE001 - ends this request only
+            self._finish(slot, "error", exc)
+        finally:
+            slot.draft = []
+            slot.rows = []
+
+    def _finish(self, slot: Slot, reason: str, error: BaseException | None = None) -> None:
+        done = slot.finish(reason, error)
+        m = self.metrics
+        m.requests_total += 1
+        if error is not None:
+            m.requests_failed += 1
+            return
+        if reason == "cancelled":
+            m.requests_cancelled += 1
+        if done is not None:
+            m.prompt_tokens_total += done.usage.prompt_tokens
+            m.cached_tokens_total += done.usage.cached_tokens
+            m.prompt_tokens_evaluated += done.timings.prompt_tokens_evaluated
+            m.generated_tokens_total += done.usage.completion_tokens
+            m.last_time_to_first_token = done.timings.time_to_first_token
+            m.last_tokens_per_second = done.timings.generation_tokens_per_second
+
+    def _out_of_memory(self, exc: NoKvSlotError) -> None:
+        """The KV cache is full (shared cache): fail the prompts being evaluated, or
+        end the longest generation, then go on."""
+        victims = [s for s in self.slots if s.busy and s.next_token is None]
+        if not victims:
+            victims = [max((s for s in self.slots if s.busy), key=lambda s: len(s.cache))]
+        for slot in self.slots:  # undo what this batch added for everyone else
+            if slot.busy and slot not in victims and slot.rows:
+                n = len(slot.rows) if slot.next_token is not None else 0
+                if n:
+                    del slot.cache[-n:]
+                    self.ctx.seq_rm(slot.seq_id, len(slot.cache), -1)
+            slot.rows = []
+            slot.draft = []
+        for slot in victims:
+            if slot.next_token is None:
+                self._finish(slot, "error", ContextFullError(
+                    f"no room left in the KV cache for this prompt ({exc.args[0]})"))
+            else:
+                self._finish(slot, "length")
+            self.ctx.seq_rm(slot.seq_id)
+            slot.cache = []
+
+    def _update_gauges(self) -> None:
+        m = self.metrics
+        m.requests_running = sum(1 for s in self.slots if s.busy)
+        m.kv_cells_used = sum(len(s.cache) for s in self.slots)
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _cancelled_completion(req: Request) -> Completion:
+    return Completion(text="", tokens=[], finish_reason="cancelled",
+                      usage=Usage(prompt_tokens=len(req.tokens)), timings=Timings())

@@ -1,0 +1,202 @@
+"""A request to the engine and the handle its caller holds.
+
+The engine thread produces events (text pieces, then the final
+:class:`Completion` or an exception); the caller consumes them from any
+thread (iterate the handle, or :meth:`RequestHandle.result`) or from asyncio
+(``async for``, ``await handle``). Events are buffered in the handle, so the
+engine never waits for a slow consumer; closing the handle (or cancelling the
+asyncio task that iterates it) cancels the request, which frees its slot at
+the engine's next step.
+
+Thread safety: a handle may be used from several threads; its events go to
+whoever reads first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LlamaError
+from ..objects.params import SamplingParams
+from .results import Completion
+
+if TYPE_CHECKING:
+    from ..objects.chain import SamplerChain
+
+Cancel = Callable[[], bool] | threading.Event
+
+_PIECE, _DONE, _ERROR = 0, 1, 2
+
+
+class RequestHandle:
+    """What :meth:`Engine.submit` returns: an iterator of text pieces, an async
+    iterator, and a future of the :class:`Completion`."""
+
+    def __init__(self) -> None:
+        self._events: deque[tuple[int, Any]] = deque()
+        self._cv = threading.Condition()
+        self._loops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._cancelled = False
+        self._finished = False
+        self.completion: Completion | None = None
+        """The result, once the request has finished (also after a cancel)."""
+        self.error: BaseException | None = None
+        """The exception that ended the request, if one did."""
+
+    # -- producer side (engine thread) ---------------------------------------------
+
+    def _push(self, kind: int, value: Any) -> None:
+        with self._cv:
+            if kind == _DONE:
+                self.completion = value
+                self._finished = True
+            elif kind == _ERROR:
+                self.error = value
+                self._finished = True
+            self._events.append((kind, value))
+            self._cv.notify_all()
+            loops = list(self._loops)
+        for loop, event in loops:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the loop is closed: nobody is waiting there
+                pass
+
+    # -- consumer side ------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._finished
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Stop the request; its slot is freed at the engine's next step and its
+        Completion ends with finish_reason ``"cancelled"``."""
+        self._cancelled = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the request has finished (discarding unread pieces);
+        returns False if ``timeout`` seconds passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while not self._finished:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(left)
+            self._events.clear()
+        return True
+
+    def _next_event(self, timeout: float | None) -> tuple[int, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while not self._events:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError("the request did not produce output in time")
+                self._cv.wait(left)
+            return self._events.popleft()
+
+    def __iter__(self) -> Iterator[str]:
+        return self.pieces()
+
+    def pieces(self, timeout: float | None = None) -> Generator[str, None, None]:
+        """Text pieces as they are generated; closing the generator early
+        cancels the request."""
+        try:
+            while True:
+                kind, value = self._next_event(timeout)
+                if kind == _PIECE:
+                    yield value
+                elif kind == _DONE:
+                    return
+                else:
+                    raise value
+        finally:
+            if not self._finished:
+                self.cancel()
+
+    def result(self, timeout: float | None = None) -> Completion:
+        """Wait for the whole :class:`Completion` (raises what ended the request)."""
+        for _ in self.pieces(timeout):
+            pass
+        if self.error is not None:
+            raise self.error
+        if self.completion is None:  # pragma: no cover - _DONE always carries one
+            raise LlamaError("the request ended without a result")
+        return self.completion
+
+    async def apieces(self) -> AsyncIterator[str]:
+        """The pieces as an async iterator; cancelling the task cancels the request."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        with self._cv:
+            self._loops.append((loop, event))
+        try:
+            while True:
+                with self._cv:
+                    item = self._events.popleft() if self._events else None
+                    if item is None:
+                        event.clear()
+                if item is None:
+                    await event.wait()
+                    continue
+                kind, value = item
+                if kind == _PIECE:
+                    yield value
+                elif kind == _DONE:
+                    return
+                else:
+                    raise value
+        finally:
+            with self._cv:
+                self._loops = [(lp, ev) for lp, ev in self._loops if ev is not event]
+            if not self._finished:
+                self.cancel()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self.apieces()
+
+    async def aresult(self) -> Completion:
+        async for _ in self.apieces():
+            pass
+        if self.error is not None:
+            raise self.error
+        if self.completion is None:  # pragma: no cover
+            raise LlamaError("the request ended without a result")
+        return self.completion
+
+    def __await__(self) -> Generator[Any, None, Completion]:
+        return self.aresult().__await__()
+
+
+@dataclass
+class Request:
+    """One generation request, as the engine thread sees it."""
+
+    tokens: list[int]
+    sampling: SamplingParams
+    chain: SamplerChain
+    handle: RequestHandle
+    has_grammar: bool = False
+    context_shift: bool = False
+    cancel: Cancel | None = None
+    deadline: float | None = None  # time.monotonic() after which it is cancelled
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def should_stop(self) -> bool:
+        if self.handle.cancelled:
+            return True
+        c = self.cancel
+        if c is not None and (c.is_set() if isinstance(c, threading.Event) else c()):
+            return True
+        return self.deadline is not None and time.monotonic() > self.deadline
