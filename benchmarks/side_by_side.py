@@ -180,7 +180,7 @@ def main() -> None:
     rows = [measure(m, a.threads, a.pairs) for m in a.models.split(",")]
     print(markdown(rows))
     print("\nSpeculative decoding: benchmarks/speculative_speedup.py; several prompts at once: "
-          "benchmarks/batch_throughput.py.")
+          "benchmarks/engine_throughput.py.")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 

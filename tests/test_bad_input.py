@@ -108,6 +108,7 @@ def test_context_keeps_model_alive(smollm2_path: Path) -> None:
     ctx.eval_tokens(tokens, 0)
     assert ctx.logits().shape == (ctx.vocab.n_tokens,)
     ctx.close()
+    ctx.model.close()  # nobody else holds it: close it rather than leave it to the GC
 
 
 def test_prompt_longer_than_context(smollm2: lc.Model) -> None:

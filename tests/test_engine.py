@@ -227,3 +227,14 @@ def test_speculative_in_slots_is_exact(smollm2_f16: Path, smollm2_path: Path, ki
         assert_exact_or_tie(want[p], got[p])
         drafted += got[p].timings.drafted_tokens
     assert drafted > 0
+
+
+def test_text_held_back_for_a_stop_string_is_delivered_at_the_end(llm8: lc.LLM) -> None:
+    plain = llm8.complete(PROMPTS[0], max_tokens=12, temperature=0, ignore_eos=True)
+    # a stop string that starts with the output's last character, and never matches:
+    # that character is held back until the request ends, then delivered
+    stop = plain.text[-1] + "\x00never"
+    h = llm8.submit(PROMPTS[0], max_tokens=12, temperature=0, ignore_eos=True, stop=[stop])
+    pieces = list(h.pieces(timeout=60))
+    done = h.result(timeout=60)
+    assert "".join(pieces) == done.text == plain.text and done.finish_reason == "length"

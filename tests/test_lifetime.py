@@ -153,6 +153,59 @@ junk = [np.full(100000, 7.0, dtype=np.float32) for _ in range(50)]
 assert ids[tok] == tok and np.array_equal(logits, ref), "view changed after close"
 print("OK")
 """,
+    "model closed while another thread decodes": """
+import time
+started, log = threading.Event(), []
+def abort():
+    if not started.is_set():
+        started.set()
+        time.sleep(0.3)  # keep the decode running while the main thread closes
+    return False
+ctx = m.context(n_ctx=256, n_threads=1, abort_callback=abort)
+toks = m.vocab.tokenize("word " * 100)
+def work():
+    ctx.eval_tokens(toks, 0)
+    log.append(("decoded", time.monotonic(), ctx.logits().shape))
+t = threading.Thread(target=work)
+t.start()
+assert started.wait(60)
+m.close()  # must wait for the decode, then close the context
+log.append(("closed", time.monotonic()))
+t.join()
+assert [e[0] for e in log] == ["decoded", "closed"], log
+assert ctx.closed
+try:
+    ctx.logits()
+except lc.ClosedError:
+    print("OK")
+""",
+    "chain closed while another thread samples": """
+import time
+started, log = threading.Event(), []
+class Slow(lc.PythonSampler):
+    def apply(self, c):
+        started.set()
+        time.sleep(0.3)
+ctx = m.context(n_ctx=64)
+ctx.eval_tokens(m.vocab.tokenize("Hello"), 0)
+chain = lc.SamplerChain([Slow(), lc.sampling.greedy()])
+def work():
+    log.append(("sampled", chain.sample(ctx)))
+t = threading.Thread(target=work)
+t.start()
+assert started.wait(60)
+try:
+    chain.sample(ctx)
+except lc.LlamaError as e:
+    assert "another thread" in str(e), e
+else:
+    raise SystemExit("a second thread sampled a busy chain")
+chain.close()  # waits for the running sample
+log.append(("closed",))
+t.join()
+assert log[0][0] == "sampled" and log[1] == ("closed",), log
+print("OK")
+""",
     "close from inside its own callback": """
 state = {}
 def abort():

@@ -30,9 +30,8 @@ from ..engine import speculative as spec
 from ..engine.engine import Engine, EngineMetrics, Proposer
 from ..engine.request import Cancel, RequestHandle
 from ..engine.results import Completion
-from ..objects.chain import SamplerChain
+from ..objects.chain import SamplerChain, chain_for
 from ..objects.context import Context
-from ..objects.grammar import Grammar
 from ..objects.model import Model
 from ..objects.params import ContextParams, ModelParams, SamplingParams, SpeculativeParams
 from ..objects.params import split_kwargs
@@ -47,27 +46,7 @@ most 256 new tokens."""
 
 def build_chain(vocab_owner: Model, sp: SamplingParams) -> SamplerChain:
     """The sampler chain llama.cpp's tools build for ``sp`` (grammar or JSON schema included)."""
-    grammar: Grammar | None = None
-    if sp.json_schema is not None:
-        grammar = Grammar.from_json_schema(sp.json_schema)
-    elif isinstance(sp.grammar, str):
-        grammar = Grammar(sp.grammar)
-    elif sp.grammar is not None:
-        grammar = sp.grammar
-    return SamplerChain.from_params(
-        vocab_owner, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p,
-        min_p=sp.min_p, typical_p=sp.typical_p, xtc_probability=sp.xtc_probability,
-        xtc_threshold=sp.xtc_threshold, top_n_sigma=sp.top_n_sigma,
-        repeat_penalty=sp.repeat_penalty, repeat_last_n=sp.repeat_last_n,
-        frequency_penalty=sp.frequency_penalty, presence_penalty=sp.presence_penalty,
-        dry_multiplier=sp.dry_multiplier, dry_base=sp.dry_base,
-        dry_allowed_length=sp.dry_allowed_length, dry_penalty_last_n=sp.dry_penalty_last_n,
-        dry_sequence_breakers=list(sp.dry_sequence_breakers),
-        dynatemp_range=sp.dynatemp_range, dynatemp_exponent=sp.dynatemp_exponent,
-        mirostat=sp.mirostat, mirostat_tau=sp.mirostat_tau, mirostat_eta=sp.mirostat_eta,
-        seed=sp.seed, min_keep=sp.min_keep, logit_bias=dict(sp.logit_bias) or None,
-        grammar=grammar, samplers=list(sp.samplers), adaptive_target=sp.adaptive_target,
-        adaptive_decay=sp.adaptive_decay)
+    return chain_for(vocab_owner, sp)
 
 
 class Stream:

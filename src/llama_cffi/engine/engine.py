@@ -103,6 +103,8 @@ class Engine:
         self.make_chain = make_chain
         self.proposer = proposer
         self.max_queue = max_queue
+        self.share_prefix = True
+        """Copy a prefix another slot holds instead of evaluating it again."""
         self.slots = [Slot(i) for i in range(ctx.n_seq_max)]
         self.metrics = EngineMetrics()
         self._pending: deque[Request] = deque()
@@ -285,7 +287,7 @@ class Engine:
                 if not self._pending:
                     break
                 req = self._pending.popleft()
-            if self._wait_for_prefix(req):
+            if self.share_prefix and self._wait_for_prefix(req):
                 deferred.append(req)
                 continue
             if req.should_stop():
@@ -324,7 +326,7 @@ class Engine:
         limit = len(tokens) - 1  # the last prompt token is always evaluated (its logits)
         own = min(_common(slot.cache, tokens), limit) if self._reusable(slot) else 0
         donor, best = None, own
-        for other in self.slots:
+        for other in (self.slots if self.share_prefix else ()):
             if other is not slot:
                 n = min(_common(other.cache, tokens), limit)
                 if n > best and self._reusable(other):

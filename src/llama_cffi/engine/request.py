@@ -99,6 +99,8 @@ class RequestHandle:
     def _next_event(self, timeout: float | None) -> tuple[int, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
+            if not self._events and self._finished:  # everything was read already
+                return (_ERROR, self.error) if self.error is not None else (_DONE, None)
             while not self._events:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -145,6 +147,8 @@ class RequestHandle:
             while True:
                 with self._cv:
                     item = self._events.popleft() if self._events else None
+                    if item is None and self._finished:
+                        item = (_ERROR, self.error) if self.error is not None else (_DONE, None)
                     if item is None:
                         event.clear()
                 if item is None:

@@ -127,16 +127,19 @@ class Slot:
         self.next_token = token
         return None
 
-    def _emit(self, upto: int) -> None:
-        if upto > self.emitted:
-            assert self.req is not None
-            self.req.handle._push(_PIECE, self.text[self.emitted:upto])
+    def _emit(self, upto: int, req: Request | None = None) -> None:
+        req = req or self.req
+        if upto > self.emitted and req is not None:
+            req.handle._push(_PIECE, self.text[self.emitted:upto])
             self.emitted = upto
 
     # -- the request ends -------------------------------------------------------------------
 
     def finish(self, reason: str, error: BaseException | None = None) -> Completion | None:
-        """End the request: deliver the Completion (or the error), free the slot."""
+        """End the request: deliver the Completion (or the error), free the slot.
+
+        Exactly one final event reaches the caller, whatever happens here.
+        """
         req = self.req
         if req is None:
             return None
@@ -152,20 +155,26 @@ class Slot:
         if error is not None:
             req.handle._push(_ERROR, error)
             return None
+        try:
+            done = self._completion(reason, req)
+        except BaseException as exc:  # noqa: BLE001 - never leave the caller waiting
+            req.handle._push(_ERROR, exc)
+            return None
+        req.handle._push(_DONE, done)
+        return done
+
+    def _completion(self, reason: str, req: Request) -> Completion:
         if reason != "cancelled" and self.stop_hit is None:
             tail = self._stream.flush()
             if tail:
                 self.text += tail
         if reason != "cancelled":
-            self._emit(len(self.text))
+            self._emit(len(self.text), req)
         t_end = time.perf_counter()
         if self.t_first is not None:
             self.timings.generation_seconds = t_end - self.t_first
         self.timings.generated_tokens = len(self.out)
         self.usage.completion_tokens = len(self.out)
-        done = Completion(text=self.text, tokens=self.out, finish_reason=reason,
+        return Completion(text=self.text, tokens=self.out, finish_reason=reason,
                           usage=self.usage, timings=self.timings, logprobs=self.logprobs,
                           stop_string=self.stop_hit)
-        req.handle._push(_DONE, done)
-        return done
-

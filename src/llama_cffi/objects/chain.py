@@ -36,6 +36,7 @@ from .._bindings.raw import CData
 from ..errors import GrammarError, LlamaError
 from .grammar import Grammar
 from .handle import Handle, UseGuard
+from .params import SamplingParams
 from .samplers import (
     DEFAULT_SEED,
     DRY_SEQUENCE_BREAKERS,
@@ -67,7 +68,8 @@ if TYPE_CHECKING:
     from .model import Model
     from .vocab import Vocab
 
-__all__ = ["DEFAULTS", "SamplerChain", "build_chain", "grammar", "model_sampling_defaults"]
+__all__ = ["DEFAULTS", "SamplerChain", "build_chain", "chain_for", "grammar",
+           "model_sampling_defaults"]
 
 
 def grammar(vocab: Vocab | Model, gbnf: str | Grammar, root: str = "root") -> Sampler:
@@ -312,52 +314,35 @@ def _no_logits(idx: int) -> LlamaError:
 
 # -- settings -> chain (common/sampling.cpp's order) -----------------------------------
 
+# The settings a chain is built from are SamplingParams' fields (the single
+# source of their names, aliases, validation and defaults) minus the ones that
+# only decide when a request stops.
+_NOT_CHAIN = ("max_tokens", "stop", "ignore_eos", "logprobs", "json_schema")
 DEFAULTS: dict[str, Any] = {
-    "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "typical_p": 1.0,
-    "xtc_probability": 0.0, "xtc_threshold": 0.1, "top_n_sigma": -1.0,
-    "repeat_penalty": 1.0, "repeat_last_n": 64, "frequency_penalty": 0.0,
-    "presence_penalty": 0.0, "dry_multiplier": 0.0, "dry_base": 1.75,
-    "dry_allowed_length": 2, "dry_penalty_last_n": 64,
-    "dry_sequence_breakers": list(DRY_SEQUENCE_BREAKERS), "dynatemp_range": 0.0,
-    "dynatemp_exponent": 1.0, "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
-    "seed": DEFAULT_SEED, "min_keep": 0, "logit_bias": None, "grammar": None,
-    "adaptive_target": -1.0, "adaptive_decay": 0.9,
-    "samplers": ["penalties", "dry", "top_n_sigma", "top_k", "typical_p", "top_p", "min_p",
-                 "xtc", "temperature"],
-}
-_ALIASES = {"temp": "temperature", "typ_p": "typical_p", "penalty_repeat": "repeat_penalty",
-            "penalty_last_n": "repeat_last_n", "penalty_freq": "frequency_penalty",
-            "penalty_present": "presence_penalty", "dynatemp_exp": "dynatemp_exponent",
-            "mirostat_ent": "mirostat_tau", "mirostat_lr": "mirostat_eta",
-            "typical": "typical_p"}
-_SAMPLER_NAMES = {"penalties": "penalties", "dry": "dry", "top_n_sigma": "top_n_sigma",
-                  "top_k": "top_k", "typical_p": "typical_p", "typ_p": "typical_p",
-                  "top_p": "top_p", "min_p": "min_p", "xtc": "xtc",
-                  "temperature": "temperature", "temp": "temperature", "infill": "infill",
-                  "adaptive_p": "adaptive_p",
-                  # llama.cpp's one-letter --sampling-seq names
-                  "e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k",
-                  "y": "typical_p", "p": "top_p", "m": "min_p", "x": "xtc",
-                  "t": "temperature", "i": "infill", "a": "adaptive_p"}
+    name: value for name, value in SamplingParams().to_dict().items() if name not in _NOT_CHAIN}
 
 
 def _normalise(params: dict[str, Any]) -> dict[str, Any]:
-    out = dict(DEFAULTS)
-    for key, value in params.items():
-        key = _ALIASES.get(key, key)
-        if key not in DEFAULTS:
-            raise TypeError(f"unknown sampling parameter {key!r}; known: {', '.join(DEFAULTS)}")
-        if value is not None:
-            out[key] = value
-    seq = out["samplers"]
-    if isinstance(seq, str):
-        seq = list(seq) if ";" not in seq and len(seq) <= 12 and seq.isalpha() \
-            and all(c in _SAMPLER_NAMES for c in seq) else seq.split(";")
-    try:
-        out["samplers"] = [_SAMPLER_NAMES[s.strip().lower().replace("-", "_")] for s in seq]
-    except KeyError as exc:
-        raise ValueError(f"unknown sampler {exc.args[0]!r} in samplers") from None
+    names = SamplingParams.field_names() | set(SamplingParams.ALIASES)
+    unknown = [k for k in params if k not in names or
+               SamplingParams.ALIASES.get(k, k) in _NOT_CHAIN]
+    if unknown:
+        raise TypeError(f"unknown sampling parameter {unknown[0]!r}; known: "
+                        f"{', '.join(DEFAULTS)}")
+    sp = SamplingParams.from_kwargs(None, **{k: v for k, v in params.items() if v is not None})
+    out = {name: getattr(sp, name) for name in DEFAULTS}
+    out["logit_bias"] = dict(sp.logit_bias) or None
+    out["samplers"] = list(sp.samplers)
+    out["dry_sequence_breakers"] = list(sp.dry_sequence_breakers)
     return out
+
+
+def chain_for(vocab: Vocab | Model, sp: SamplingParams) -> SamplerChain:
+    """The chain for a request's :class:`SamplingParams` (grammar or JSON schema included)."""
+    settings = {name: getattr(sp, name) for name in DEFAULTS}
+    if sp.json_schema is not None:
+        settings["grammar"] = Grammar.from_json_schema(sp.json_schema)
+    return build_chain(vocab_of(vocab), settings)
 
 
 def build_chain(vocab: Vocab, params: dict[str, Any]) -> SamplerChain:

@@ -220,7 +220,8 @@ class Context(Handle):
             struct = mem.struct
             n = struct.n_tokens
             if not 0 < n <= mem.capacity:
-                raise InvalidBatchError(f"cannot {what} a batch of {n} entries", code=-1)
+                raise InvalidBatchError(f"cannot {what} an empty batch" if n == 0 else
+                                        f"cannot {what} a batch of {n} entries", code=-1)
             if mem.embd and mem.embd != self._n_embd_inp:
                 raise InvalidBatchError(f"the batch carries embeddings of size {mem.embd}; "
                                         f"this model takes {self._n_embd_inp}", code=-1)

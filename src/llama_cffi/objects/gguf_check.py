@@ -23,6 +23,7 @@ import math
 import mmap
 import struct
 from pathlib import Path
+from typing import NoReturn
 
 from ..errors import ModelLoadError
 
@@ -35,6 +36,10 @@ LLAMA_MAX_LAYERS = 512
 LLAMA_MAX_EXPERTS = 1024
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
 GGUF_DEFAULT_ALIGNMENT = 32
+TENSOR_ALIGNMENT = 32
+"""ggml maps tensor data only at addresses aligned to this (ggml-impl.h)."""
+POOLING_TYPES = range(-1, 5)
+"""llama_pooling_type: unspecified, none, mean, cls, last, rank."""
 INT64_MAX = (1 << 63) - 1
 _U64 = struct.Struct("<Q")
 
@@ -115,8 +120,13 @@ class _Checker:
         """Scalar values, strings and numeric arrays (up to 1024 elements) by key."""
         self.array_start = 0
         """Where the elements of the array being read start."""
+        self.tokens: list[bytes] | None = None
+        """The vocabulary's token strings (an empty one named as llama.cpp does)."""
+        self.token_set: set[bytes] = set()
+        self.token_types: tuple[int, int] | None = None
+        """(offset, count) of the int32 ``tokenizer.ggml.token_type`` array."""
 
-    def fail(self, detail: str) -> None:
+    def fail(self, detail: str) -> NoReturn:
         raise ModelLoadError(f"invalid GGUF file {self.path}: {detail}")
 
     # -- header and key/value section -----------------------------------------
@@ -179,6 +189,8 @@ class _Checker:
             return
         width = struct.calcsize(SCALAR_FORMAT[etype])
         r.need(n * width)
+        if key == "tokenizer.ggml.token_type" and etype == T_INT32:
+            self.token_types = (r.pos, n)
         if n <= 1024:
             fmt = "<" + SCALAR_FORMAT[etype][1] * n
             self.kv[key] = list(struct.unpack_from(fmt, r.buf, r.pos))
@@ -194,8 +206,8 @@ class _Checker:
         r = self.r
         buf, pos, size = r.buf, r.pos, r.size
         length = _U64.unpack_from
-        seen: set[bytes] = set()
-        add = seen.add
+        words: list[bytes] = []
+        keep = words.append
         for i in range(n):
             if pos + 8 > size:
                 raise _EndOfFile
@@ -203,11 +215,14 @@ class _Checker:
             if end > size:
                 raise _EndOfFile
             if unique is not None:
-                add(buf[pos + 8:end] or b"[EMPTY_%d]" % i)
+                keep(buf[pos + 8:end] or b"[EMPTY_%d]" % i)
             pos = end
         r.pos = pos
-        if unique is not None and len(seen) != n:
-            self.repeated(unique, n)
+        if unique is not None:
+            self.tokens = words
+            self.token_set = set(words)
+            if len(self.token_set) != n:
+                self.repeated(unique, n)
 
     def repeated(self, key: str, n: int) -> None:
         """Name the first repeated string of the array that ends at the reader's
@@ -225,6 +240,36 @@ class _Checker:
         r.pos = end
 
     # -- what llama.cpp's loaders assert on --------------------------------------
+
+    def vocabulary(self) -> None:
+        """What llama.cpp's tokenizers trust about the vocabulary.
+
+        * A SentencePiece vocabulary (``tokenizer.ggml.model = "llama"``) falls
+          back to the byte tokens ``<0x00>``..``<0xFF>`` for text it has no token
+          for; without them llama.cpp throws an uncaught ``std::out_of_range``
+          (the process ends) on the first such character.
+        * A token of type BYTE is decoded from its text ``<0xXX>``; one shorter
+          than 3 bytes makes llama.cpp throw the same way when it is detokenized.
+        """
+        if self.tokens is None:
+            return
+        if self.kv.get("tokenizer.ggml.model") == "llama":
+            for b in range(256):
+                if b"<0x%02X>" % b not in self.token_set and bytes([b]) not in self.token_set:
+                    self.fail(f"the SentencePiece vocabulary (tokenizer.ggml.model 'llama') has "
+                              f"no byte token <0x{b:02X}>: llama.cpp's tokenizer needs the 256 "
+                              f"byte tokens <0x00>..<0xFF> to encode text outside the vocabulary")
+        if self.token_types is None:
+            return
+        pos, n = self.token_types
+        raw = bytes(self.r.buf[pos:pos + 4 * min(n, len(self.tokens))])
+        byte_type = struct.pack("<i", 6)  # LLAMA_TOKEN_TYPE_BYTE
+        at = raw.find(byte_type)
+        while at != -1:
+            if at % 4 == 0 and len(self.tokens[at // 4]) < 3:
+                self.fail(f"token {at // 4} ({_text(self.tokens[at // 4])!r}) has type BYTE but "
+                          f"is not of the form <0xXX>")
+            at = raw.find(byte_type, at + 1)
 
     def _int(self, key: str) -> int | None:
         v = self.kv.get(key)
@@ -249,6 +294,9 @@ class _Checker:
         if isinstance(scaling, str) and scaling not in ROPE_SCALING_TYPES:
             self.fail(f"{arch}.rope.scaling.type is {scaling!r}; llama.cpp knows "
                       f"{', '.join(ROPE_SCALING_TYPES)}")
+        pooling = self._int(f"{arch}.pooling_type")
+        if pooling is not None and pooling not in POOLING_TYPES:
+            self.fail(f"{arch}.pooling_type is {pooling}; llama.cpp knows 0 (none) to 4 (rank)")
         for suffix in ("attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon"):
             eps = self.kv.get(f"{arch}.{suffix}")
             if isinstance(eps, float) and not (math.isfinite(eps) and eps >= 0):
@@ -309,6 +357,10 @@ class _Checker:
             if offset != expected:
                 self.fail(f"tensor {name!r} has data offset {offset}, expected {expected} "
                           f"(tensor data must follow one another, aligned to {alignment} bytes)")
+            if (data_start + offset) % TENSOR_ALIGNMENT and nbytes:
+                self.fail(f"the data of tensor {name!r} starts at byte {data_start + offset} of "
+                          f"the file, not a multiple of {TENSOR_ALIGNMENT} (general.alignment is "
+                          f"{alignment}): llama.cpp aborts when it maps such a file")
             expected += -(-nbytes // alignment) * alignment
         if infos and data_start + infos[-1][1] + infos[-1][2] > r.size:
             raise _EndOfFile  # the data is cut: llama.cpp names the first missing tensor
@@ -360,6 +412,7 @@ def check_gguf(path: str | Path) -> None:
                 n_tensors, n_kv = checker.header()
                 checker.key_values(n_kv)
                 checker.metadata()
+                checker.vocabulary()
                 checker.tensors(n_tensors)
             except _EndOfFile:
                 return

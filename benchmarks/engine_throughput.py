@@ -1,0 +1,146 @@
+"""The engine against llama.cpp's own tools, one run, one machine.
+
+1. Aggregate generation tokens/s with 1, 2, 4, 8 concurrent requests (random
+   32-token prompts, 128 tokens each, ignore_eos) against llama-batched-bench's
+   S_TG at the same parallelism (same context, batch and thread settings),
+   and at 1 request against llama-bench tg128.
+2. Binding time per generated token (wall time minus the time spent inside
+   llama_decode, per token and slot) at 1 and 8 requests.
+3. Time to first token of 4 requests sharing a 300-token prefix, with and
+   without copying the prefix between slots.
+4. Grammar-constrained generation (a JSON schema): ms per token against
+   llama-completion --json-schema with the same schema.
+
+    python benchmarks/engine_throughput.py [--models smollm2-135m,gemma3-270m] > table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import llama_cffi as lc
+
+from _common import TimedDecode, llama_bench, random_tokens, tools_dir
+
+COUNTS = [1, 2, 4, 8]
+N_PROMPT, N_GEN, THREADS = 32, 128, 2
+SCHEMA = {"type": "object", "properties": {
+    "name": {"type": "string"}, "age": {"type": "integer"},
+    "hobbies": {"type": "array", "items": {"type": "string"}}},
+    "required": ["name", "age", "hobbies"]}
+
+
+def batched_bench(model_path: str) -> dict[int, float]:
+    """llama-batched-bench's S_TG (generation tokens/s over all sequences) per count."""
+    cmd = [str(tools_dir() / "llama-batched-bench"), "-m", model_path, "-c", "4096",
+           "-b", "2048", "-ub", "512", "-t", str(THREADS), "-npp", str(N_PROMPT),
+           "-ntg", str(N_GEN), "-npl", ",".join(map(str, COUNTS))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    result = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 10 and re.fullmatch(r"\d+", cells[2] or ""):
+            result[int(cells[2])] = float(cells[7])
+    return result
+
+
+def engine_tg(llm: lc.LLM, k: int, rng: random.Random) -> tuple[float, float]:
+    """(aggregate generation tokens/s, binding ms per token per slot) for k requests."""
+    prompts = [random_tokens(llm.model, N_PROMPT, rng) for _ in range(k)]
+    firsts: list[float] = []
+    with TimedDecode() as timer:
+        t0 = time.perf_counter()
+        handles = [llm.submit(p, max_tokens=N_GEN, temperature=0, ignore_eos=True,
+                              add_special=False) for p in prompts]
+        done = [h.result() for h in handles]
+        t_end = time.perf_counter()
+        inside = timer.inside
+    for c in done:
+        firsts.append(t0 + c.timings.time_to_first_token)
+    window = t_end - max(firsts)
+    tokens = sum(len(c.tokens) for c in done) - k  # the first ones came with the prompt
+    wall = t_end - t0
+    binding_ms = (wall - inside) / (sum(len(c.tokens) for c in done)) * 1e3
+    return tokens / window, binding_ms
+
+
+def ttft_shared_prefix(llm: lc.LLM, share: bool) -> tuple[float, float]:
+    """(median, max) seconds to first token of 4 requests sharing a 300-token prefix."""
+    system = " ".join(f"Rule {i}: be kind to llamas and alpacas." for i in range(30))
+    llm.engine.share_prefix = share
+    try:
+        # fresh caches: a different system prompt each run
+        tag = f"[{random.random():.6f}] "
+        handles = [llm.submit(tag + system + f"\nQ: question {i}?\nA:", max_tokens=4,
+                              temperature=0) for i in range(4)]
+        t = [h.result().timings.time_to_first_token for h in handles]
+    finally:
+        llm.engine.share_prefix = True
+    return statistics.median(t), max(t)
+
+
+def completion_ms_per_token(path: str) -> float:
+    """llama-completion's generation time per token with the same JSON schema."""
+    cmd = [str(tools_dir() / "llama-completion"), "-m", path, "-p", "Describe a person as JSON:",
+           "-n", "96", "-t", str(THREADS), "--temp", "0", "-j", json.dumps(SCHEMA),
+           "-no-cnv", "--no-warmup"]
+    err = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stderr
+    m = re.search(r"eval time =\s*([0-9.]+) ms /\s*(\d+) runs", err.split("prompt eval")[-1])
+    if not m:
+        raise RuntimeError("no eval time in llama-completion's output:\n" + err[-2000:])
+    return float(m.group(1)) / int(m.group(2))
+
+
+def ours_ms_per_token(llm: lc.LLM) -> float:
+    c = llm.complete("Describe a person as JSON:", max_tokens=96, temperature=0,
+                     json_schema=SCHEMA)
+    json.loads(c.text)
+    return c.timings.generation_seconds / max(1, len(c.tokens) - 1) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
+    a = ap.parse_args()
+    for name in a.models.split(","):
+        path = str(lc.models.fetch(name))
+        theirs = batched_bench(path)
+        tg_ref = llama_bench(Path(path), n_prompt=0, n_gen=N_GEN, threads=THREADS, reps=3)
+        rng = random.Random(0)
+        print(f"\n### {name}\n")
+        print("| requests | engine t/s | llama-batched-bench S_TG t/s | ratio | "
+              "binding ms/token |")
+        print("|---|---|---|---|---|")
+        with lc.LLM(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_batch=2048,
+                    n_ubatch=512) as llm:
+            engine_tg(llm, 1, rng)  # warm-up
+            for k in COUNTS:
+                tps, binding = engine_tg(llm, k, rng)
+                ref = theirs.get(k, float("nan"))
+                print(f"| {k} | {tps:.1f} | {ref:.1f} | {tps / ref:.3f} | {binding:.3f} |")
+            one, _ = engine_tg(llm, 1, rng)
+            print(f"\n1 request vs llama-bench tg{N_GEN}: {one:.1f} / {tg_ref:.1f} t/s "
+                  f"(ratio {one / tg_ref:.3f})\n")
+            with_copy = ttft_shared_prefix(llm, True)
+            without = ttft_shared_prefix(llm, False)
+            print("| 4 requests, 300-token shared prefix | TTFT median s | TTFT max s |")
+            print("|---|---|---|")
+            print(f"| prefix copied between slots | {with_copy[0]:.3f} | {with_copy[1]:.3f} |")
+            print(f"| each evaluates the prefix | {without[0]:.3f} | {without[1]:.3f} |")
+        with lc.LLM(path, n_ctx=1024, n_threads=THREADS) as llm:
+            ours_ms_per_token(llm)  # warm-up
+            ours = statistics.median(ours_ms_per_token(llm) for _ in range(3))
+        theirs_ms = statistics.median(completion_ms_per_token(path) for _ in range(3))
+        print(f"\nJSON schema, ms per token: llama_cffi {ours:.2f} / llama-completion "
+              f"{theirs_ms:.2f} (ratio {ours / theirs_ms:.2f})")
+
+
+if __name__ == "__main__":
+    main()

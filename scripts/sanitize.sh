@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Build llama.cpp and the llama_cffi extension with AddressSanitizer and
+# UndefinedBehaviorSanitizer, then run the test suite (or a subset) under them.
+# Not run in CI: the build takes ~25 min on 2 cores, the tests run several
+# times slower than usual.
+#
+#   scripts/sanitize.sh                      # build if needed, run the default subset
+#   scripts/sanitize.sh tests/test_lifetime.py -k threads   # any pytest arguments
+#   scripts/sanitize.sh --build-only         # just (re)build
+#   scripts/sanitize.sh --no-build ...       # use the existing build as it is
+#
+# Nothing of the normal build is touched:
+#   build/asan/           CMake build directory (RelWithDebInfo, -fsanitize=address,undefined)
+#   build/asan/pkg/       the package: src/llama_cffi's Python files + the sanitized libraries
+#   build/asan/logs/      one sanitizer report per process that had a finding
+#   .venv-asan/           a venv whose python imports llama_cffi from build/asan/pkg and
+#                         everything else (pytest, numpy, ...) from the normal .venv
+#
+# How the run is set up, and why:
+#   LD_PRELOAD=libasan    CPython is not built with ASan; its runtime must be the
+#                         first library in the process for the sanitized .so files.
+#   detect_leaks=0        CPython keeps objects alive at exit by design: a leak
+#                         report would be all noise. (ASAN_OPTIONS overrides.)
+#   PYTHONMALLOC=malloc   Python-owned buffers (ffi.new, numpy arrays) come from
+#                         malloc, so ASan also sees C reading or writing past them
+#                         or after they were freed.
+#   log_path              reports go to build/asan/logs/ (tests run subprocesses,
+#                         and pytest hides a passing test's stderr); a summary of
+#                         every distinct finding is printed at the end.
+#   UBSan keeps going after a report (one run shows all); ASan stops the
+#   process at its first error (the test that ran it fails).
+#
+# Environment: JOBS (default 2; the build runs under nice -n 19), BASE_VENV
+# (default .venv), LLAMA_TEST_LOCK (default /tmp/llama_test.lock: held only
+# while the tests run, never while compiling), ASAN_BUILD_DIR, ASAN_VENV.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+BUILD=${ASAN_BUILD_DIR:-$ROOT/build/asan}
+VENV=${ASAN_VENV:-$ROOT/.venv-asan}
+BASE_VENV=${BASE_VENV:-$ROOT/.venv}
+JOBS=${JOBS:-2}
+LOCK=${LLAMA_TEST_LOCK:-/tmp/llama_test.lock}
+PKG=$BUILD/pkg
+LOGS=$BUILD/logs
+
+# The default subset: what exercises our C boundary (handles, batches, samplers,
+# callbacks, grammars, malformed files) without the slow or third-party-heavy
+# files (PyTorch for embeddings, the BLAS rebuild, mypy, tool builds).
+DEFAULT_TESTS=(
+    tests/test_lifetime.py tests/test_bad_input.py tests/test_gguf_mutants.py
+    tests/test_sampling.py tests/test_context.py tests/test_model.py
+    tests/test_tokenizers.py tests/test_json_schema.py tests/test_llm.py
+    -m "not slow and not blas"
+)
+
+build=auto
+case "${1:-}" in
+    --build-only) build=only; shift ;;
+    --no-build) build=no; shift ;;
+esac
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf 'sanitize.sh: %s\n' "$*" >&2; exit 1; }
+
+[ -x "$BASE_VENV/bin/python" ] || die "no base venv at $BASE_VENV (BASE_VENV=...)"
+[ -f vendor/llama.cpp/include/llama.h ] || die "vendor/llama.cpp is missing: build normally once first"
+BASE_PY=$("$BASE_VENV/bin/python" -c 'import sys; print(sys._base_executable)')
+ASAN_RT=$(gcc -print-file-name=libasan.so)
+[ -e "$ASAN_RT" ] || die "gcc has no libasan.so (apt-get install libasan8 / gcc)"
+
+SAN_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize=vptr"
+
+if [ "$build" != no ]; then
+    say "configure $BUILD"
+    start=$(date +%s)
+    # llama.cpp's own switches (LLAMA_* for libllama, GGML_* for ggml), plus the
+    # same flags for everything, which also covers our extension (_llama).
+    # vptr is off: it needs RTTI across the shared libraries and only reports
+    # noise here.
+    cmake -S . -B "$BUILD" -G Ninja \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DPython_EXECUTABLE="$BASE_VENV/bin/python" \
+        -DLLAMA_SANITIZE_ADDRESS=ON -DLLAMA_SANITIZE_UNDEFINED=ON \
+        -DGGML_SANITIZE_ADDRESS=ON -DGGML_SANITIZE_UNDEFINED=ON \
+        -DCMAKE_C_FLAGS="$SAN_FLAGS" -DCMAKE_CXX_FLAGS="$SAN_FLAGS" \
+        -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
+        -DCMAKE_MODULE_LINKER_FLAGS="-fsanitize=address,undefined" \
+        -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+        -DLLAMA_CFFI_BUILD_TOOLS=OFF >"$BUILD.configure.log" 2>&1 \
+        || { tail -40 "$BUILD.configure.log"; die "configure failed"; }
+    say "build (nice -n 19, -j$JOBS)"
+    nice -n 19 cmake --build "$BUILD" -j "$JOBS"
+    say "stage the package in $PKG"
+    rm -rf "$PKG"
+    mkdir -p "$PKG"
+    # the Python files of the checkout, without the normal build's libraries
+    cp -r src/llama_cffi "$PKG/"
+    find "$PKG" \( -name '*.so' -o -name '*.so.*' \) -delete
+    find "$PKG" -name '__pycache__' -prune -exec rm -rf {} +
+    cmake --install "$BUILD" --component python --prefix "$PKG" >/dev/null
+    echo "built in $(( $(date +%s) - start )) s"
+fi
+[ "$build" = only ] && exit 0
+[ -f "$PKG/llama_cffi/__init__.py" ] || die "no sanitized build in $PKG: run without --no-build"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    say "create $VENV"
+    "$BASE_PY" -m venv --without-pip "$VENV"
+fi
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+BASE_SITE=$("$BASE_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# .pth files are read in name order: the sanitized package comes before the
+# base venv's site-packages (which may hold a normal llama_cffi install).
+echo "$PKG" >"$SITE/00-llama-cffi-asan.pth"
+echo "import site; site.addsitedir('$BASE_SITE')" >"$SITE/zz-base-venv.pth"
+
+export LD_PRELOAD="$ASAN_RT${LD_PRELOAD:+ $LD_PRELOAD}"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:log_path=$LOGS/asan:handle_abort=1:print_summary=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:log_path=$LOGS/ubsan}"
+export PYTHONMALLOC=malloc
+unset PYTHONPATH  # never the normal build in src/
+
+say "check that the sanitized build is the one imported"
+"$VENV/bin/python" - "$PKG" <<'EOF'
+import sys
+import llama_cffi
+import llama_cffi._llama as ext
+pkg = sys.argv[1]
+so = ext.__file__
+assert so.startswith(pkg), f"imported {so}, not the sanitized build in {pkg}"
+maps = open("/proc/self/maps").read()
+assert "libasan" in maps, "the ASan runtime is not loaded"
+print("llama_cffi from", llama_cffi.__file__)
+print("extension", so)
+EOF
+
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+if [ $# -eq 0 ]; then
+    set -- "${DEFAULT_TESTS[@]}"
+fi
+say "pytest $* (waiting for $LOCK)"
+start=$(date +%s)
+set +e
+flock "$LOCK" "$VENV/bin/python" -m pytest -p no:cacheprovider -q "$@"
+rc=$?
+set -e
+echo "tests: exit status $rc in $(( $(date +%s) - start )) s"
+
+say "sanitizer findings"
+shopt -s nullglob
+reports=("$LOGS"/*)
+if [ ${#reports[@]} -eq 0 ]; then
+    echo "none"
+else
+    echo "${#reports[@]} report file(s) in $LOGS; distinct findings (first frame in our code or llama.cpp):"
+    "$BASE_VENV/bin/python" - "${reports[@]}" <<'EOF'
+import re
+import sys
+from collections import Counter
+
+seen: Counter[str] = Counter()
+example: dict[str, str] = {}
+for path in sys.argv[1:]:
+    text = open(path, errors="replace").read()
+    # UBSan: "file:line:col: runtime error: message"; ASan: "ERROR: AddressSanitizer: kind"
+    for m in re.finditer(r"^(\S+:\d+:\d+): runtime error: (.*)$", text, re.M):
+        key = f"UBSan {m.group(1)}: {m.group(2)}"
+        seen[key] += 1
+        example.setdefault(key, path)
+    for m in re.finditer(r"ERROR: AddressSanitizer: (\S+).*?\n((?:\s+#\d+ .*\n)+)", text):
+        frames = [f for f in m.group(2).splitlines()
+                  if "/vendor/llama.cpp/" in f or "/src/llama_cffi/" in f or "_llama.c" in f]
+        where = frames[0].strip() if frames else m.group(2).splitlines()[0].strip()
+        key = f"ASan {m.group(1)} at {where}"
+        seen[key] += 1
+        example.setdefault(key, path)
+for key, n in seen.most_common():
+    print(f"{n:5d}x {key}\n       e.g. {example[key]}")
+EOF
+fi
+exit $rc
