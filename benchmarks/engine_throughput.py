@@ -90,9 +90,10 @@ def completion_ms_per_token(path: str) -> float:
     """llama-completion's generation time per token with the same JSON schema."""
     cmd = [str(tools_dir() / "llama-completion"), "-m", path, "-p", "Describe a person as JSON:",
            "-n", "96", "-t", str(THREADS), "--temp", "0", "-j", json.dumps(SCHEMA),
-           "-no-cnv", "--no-warmup"]
-    err = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stderr
-    m = re.search(r"eval time =\s*([0-9.]+) ms /\s*(\d+) runs", err.split("prompt eval")[-1])
+           "-no-cnv", "--perf"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    err = proc.stderr + proc.stdout
+    m = re.search(r"common_perf_print:\s+eval time =\s*([0-9.]+) ms /\s*(\d+) runs", err)
     if not m:
         raise RuntimeError("no eval time in llama-completion's output:\n" + err[-2000:])
     return float(m.group(1)) / int(m.group(2))
@@ -101,45 +102,56 @@ def completion_ms_per_token(path: str) -> float:
 def ours_ms_per_token(llm: lc.LLM) -> float:
     c = llm.complete("Describe a person as JSON:", max_tokens=96, temperature=0,
                      json_schema=SCHEMA)
-    json.loads(c.text)
     return c.timings.generation_seconds / max(1, len(c.tokens) - 1) * 1e3
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
+    ap.add_argument("--parts", default="tg,json", help="tg (throughput, binding time, TTFT), json")
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     for name in a.models.split(","):
         path = str(lc.models.fetch(name))
-        theirs = batched_bench(path)
-        tg_ref = llama_bench(Path(path), n_prompt=0, n_gen=N_GEN, threads=THREADS, reps=3)
-        rng = random.Random(0)
         print(f"\n### {name}\n")
-        print("| requests | engine t/s | llama-batched-bench S_TG t/s | ratio | "
-              "binding ms/token |")
-        print("|---|---|---|---|---|")
-        with lc.LLM(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_batch=2048,
-                    n_ubatch=512) as llm:
-            engine_tg(llm, 1, rng)  # warm-up
-            for k in COUNTS:
-                tps, binding = engine_tg(llm, k, rng)
-                ref = theirs.get(k, float("nan"))
-                print(f"| {k} | {tps:.1f} | {ref:.1f} | {tps / ref:.3f} | {binding:.3f} |")
-            one, _ = engine_tg(llm, 1, rng)
-            print(f"\n1 request vs llama-bench tg{N_GEN}: {one:.1f} / {tg_ref:.1f} t/s "
-                  f"(ratio {one / tg_ref:.3f})\n")
-            with_copy = ttft_shared_prefix(llm, True)
-            without = ttft_shared_prefix(llm, False)
-            print("| 4 requests, 300-token shared prefix | TTFT median s | TTFT max s |")
-            print("|---|---|---|")
-            print(f"| prefix copied between slots | {with_copy[0]:.3f} | {with_copy[1]:.3f} |")
-            print(f"| each evaluates the prefix | {without[0]:.3f} | {without[1]:.3f} |")
-        with lc.LLM(path, n_ctx=1024, n_threads=THREADS) as llm:
-            ours_ms_per_token(llm)  # warm-up
-            ours = statistics.median(ours_ms_per_token(llm) for _ in range(3))
-        theirs_ms = statistics.median(completion_ms_per_token(path) for _ in range(3))
-        print(f"\nJSON schema, ms per token: llama_cffi {ours:.2f} / llama-completion "
-              f"{theirs_ms:.2f} (ratio {ours / theirs_ms:.2f})")
+        if "tg" in parts:
+            throughput(path)
+        if "json" in parts:
+            json_schema_cost(path)
+
+
+def throughput(path: str) -> None:
+    theirs = batched_bench(path)
+    tg_ref = llama_bench(Path(path), n_prompt=0, n_gen=N_GEN, threads=THREADS, reps=3)
+    rng = random.Random(0)
+    print("| requests | engine t/s | llama-batched-bench S_TG t/s | ratio | "
+          "binding ms/token |")
+    print("|---|---|---|---|---|")
+    with lc.LLM(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_batch=2048,
+                n_ubatch=512) as llm:
+        engine_tg(llm, 1, rng)  # warm-up
+        for k in COUNTS:
+            tps, binding = engine_tg(llm, k, rng)
+            ref = theirs.get(k, float("nan"))
+            print(f"| {k} | {tps:.1f} | {ref:.1f} | {tps / ref:.3f} | {binding:.3f} |")
+        one, _ = engine_tg(llm, 1, rng)
+        print(f"\n1 request vs llama-bench tg{N_GEN}: {one:.1f} / {tg_ref:.1f} t/s "
+              f"(ratio {one / tg_ref:.3f})\n")
+        with_copy = ttft_shared_prefix(llm, True)
+        without = ttft_shared_prefix(llm, False)
+        print("| 4 requests, 300-token shared prefix | TTFT median s | TTFT max s |")
+        print("|---|---|---|")
+        print(f"| prefix copied between slots | {with_copy[0]:.3f} | {with_copy[1]:.3f} |")
+        print(f"| each evaluates the prefix | {without[0]:.3f} | {without[1]:.3f} |")
+
+
+def json_schema_cost(path: str) -> None:
+    with lc.LLM(path, n_ctx=1024, n_threads=THREADS) as llm:
+        ours_ms_per_token(llm)  # warm-up
+        ours = statistics.median(ours_ms_per_token(llm) for _ in range(3))
+    theirs_ms = statistics.median(completion_ms_per_token(path) for _ in range(3))
+    print(f"\nJSON schema, ms per token: llama_cffi {ours:.2f} / llama-completion "
+          f"{theirs_ms:.2f} (ratio {ours / theirs_ms:.2f})")
 
 
 if __name__ == "__main__":

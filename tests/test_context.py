@@ -191,14 +191,46 @@ def test_context_shift_keeps_generating(smollm2: lc.Model) -> None:
         batch.close()
 
 
-def test_rope_and_thread_parameters(smollm2: lc.Model) -> None:
-    with smollm2.context(n_ctx=256, rope_scaling="linear", rope_freq_scale=0.5,
-                         n_threads=1, n_threads_batch=2) as ctx:
-        assert (ctx.n_threads, ctx.n_threads_batch) == (1, 2)
-        ctx.set_threads(2)
-        assert ctx.n_threads == 2
-        ctx.eval_tokens(smollm2.vocab.tokenize("Hello"), 0)
-        assert np.isfinite(ctx.logits()).all()
+def test_rope_and_thread_parameters(smollm2_path: Path) -> None:
+    # A model of its own: a YaRN context with a scale rewrites the model's
+    # n_ctx_train inside llama.cpp (llama_init_from_model).
+    with lc.Model(smollm2_path) as model:
+        tokens = model.vocab.tokenize(PROMPT)  # several positions: RoPE matters
+
+        def last_logits(**params: object) -> np.ndarray:
+            with model.context(n_ctx=256, n_threads=2, n_threads_batch=2, **params) as ctx:
+                ctx.eval_tokens(tokens, 0)
+                return ctx.logits().copy()
+
+        def differ(a: np.ndarray, b: np.ndarray) -> float:
+            return float(np.abs(a - b).max())
+
+        default = last_logits()
+        # a factor of 1 is no scaling, linear or YaRN
+        np.testing.assert_allclose(last_logits(rope_scaling="linear", rope_freq_scale=1.0),
+                                   default, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(last_logits(rope_scaling="yarn", rope_freq_scale=1.0),
+                                   default, rtol=0, atol=1e-3)
+        # linear interpolation by 2 moves every position: another prediction
+        linear = last_logits(rope_scaling="linear", rope_freq_scale=0.5)
+        assert differ(linear, default) > 1.0
+        # YaRN without its extrapolation mix (ext_factor 0) is linear interpolation;
+        # with it (ext_factor 1, llama.cpp's default for YaRN) it is something else
+        np.testing.assert_allclose(last_logits(rope_scaling="yarn", rope_freq_scale=0.5,
+                                               yarn_ext_factor=0.0), linear, rtol=0, atol=1e-4)
+        assert differ(last_logits(rope_scaling="yarn", rope_freq_scale=0.5), linear) > 0.1
+        # "none" never scales (llama.cpp ignores the factor then)
+        np.testing.assert_allclose(last_logits(rope_scaling="none", rope_freq_scale=0.5),
+                                   default, rtol=0, atol=1e-4)
+        # another frequency base is another prediction too
+        assert differ(last_logits(rope_freq_base=10000.0), default) > 1.0
+
+        with model.context(n_ctx=256, n_threads=1, n_threads_batch=2) as ctx:
+            assert (ctx.n_threads, ctx.n_threads_batch) == (1, 2)
+            ctx.set_threads(2)
+            assert (ctx.n_threads, ctx.n_threads_batch) == (2, 2)
+            ctx.set_threads(1, 1)
+            assert (ctx.n_threads, ctx.n_threads_batch) == (1, 1)
 
 
 def test_abort_callback(smollm2: lc.Model) -> None:

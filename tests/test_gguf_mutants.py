@@ -32,19 +32,16 @@ mutants of ``all_mutants(smollm2, gemma3)`` (same seed, same files).
 from __future__ import annotations
 
 import json
-import os
 import random
-import selectors
 import struct
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
+
+from .child_runner import child_env, run_parallel
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20240611
@@ -451,12 +448,11 @@ def make_mutants(base: Path, n: int, seed: int, first_id: int = 0) -> list[Mutan
 CHILD = r"""
 import json, os, resource, sys
 from pathlib import Path
-resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))
-sys.path.insert(0, sys.argv[4])
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
 from tests.test_gguf_mutants import materialise
 import llama_cffi as lc
 plan = {m["id"]: m for m in json.load(open(sys.argv[1]))}
-ids = [int(x) for x in sys.argv[2].split(",")]
+ids = json.loads(sys.stdin.readline())
 workdir = Path(sys.argv[1]).parent
 deep = os.environ.get("MUTANT_DEEP", "1") == "1"
 prefixes = {}
@@ -478,7 +474,7 @@ for i in ids:
     else:
         rec = {"id": i, "result": "loaded"}
         if deep:  # use it a little: what a caller does next must not crash either
-            print("LOADED", i, flush=True)
+            print("PHASE use", flush=True)
             try:
                 if model.vocab.type == "none":  # KNOWN_BUGS["no_vocab"]
                     raise lc.TokenError("skipped: a vocabulary of type none")
@@ -504,115 +500,22 @@ print("DONE", flush=True)
 """
 
 
-TIMEOUT = "<timeout>"
-EOF = "<end of output>"
-
-
-def _read_line(proc: subprocess.Popen[bytes], sel: selectors.BaseSelector, buf: bytearray,
-               timeout: float) -> str:
-    """The next line from ``proc``'s stdout, or TIMEOUT, or EOF."""
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0 or not sel.select(left):
-            return TIMEOUT
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        if not chunk:
-            return EOF
-        buf.extend(chunk)
-    line, _, rest = bytes(buf).partition(b"\n")
-    buf[:] = rest
-    return line.decode("utf-8", "replace")
-
-
-def run_mutants(plan_path: Path, ids: list[int], timeout: float = MUTANT_TIMEOUT_S,
-                env: dict[str, str] | None = None) -> dict[int, dict[str, str]]:
-    """Classify the mutants ``ids`` of the plan: one child for many mutants,
-    a new child after a crash or hang (which is recorded against the mutant
-    the child was loading)."""
+def run_mutants(plan_path: Path, ids: list[int], workers: int = N_WORKERS,
+                timeout: float = MUTANT_TIMEOUT_S) -> dict[int, dict[str, str]]:
+    """Classify the mutants ``ids`` of the plan in child processes (many mutants
+    per child; after a crash or hang the next child goes on from the mutant
+    after the one that failed)."""
+    argv = [sys.executable, "-c", CHILD, str(plan_path), str(CHILD_MEMORY_LIMIT)]
+    raw = run_parallel(argv, ids, workers=workers, timeout=timeout, env=child_env(ROOT))
     results: dict[int, dict[str, str]] = {}
-    child_env = dict(os.environ, GGML_NO_BACKTRACE="1", **(env or {}))
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), child_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    todo = list(ids)
-    while todo:
-        stderr = tempfile.TemporaryFile()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(plan_path), ",".join(map(str, todo)),
-             str(CHILD_MEMORY_LIMIT), str(ROOT)],
-            stdout=subprocess.PIPE, stderr=stderr, env=child_env)
-        sel = selectors.DefaultSelector()
-        assert proc.stdout is not None
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        buf = bytearray()
-        current: int | None = None
-        loaded = False  # whether the current mutant is loaded (then being used)
-        mark = 0
-        start_timeout = 60.0  # interpreter start-up and import
-        while True:
-            line = _read_line(proc, sel, buf, start_timeout if current is None else timeout)
-            if line.startswith("BEGIN "):
-                current, loaded = int(line.split()[1]), False
-                mark = stderr.seek(0, os.SEEK_END)
-                continue
-            if line.startswith("LOADED "):
-                loaded = True
-                continue
-            if line.startswith("RESULT "):
-                rec = json.loads(line[7:])
-                results[rec["id"]] = rec
-                todo.remove(rec["id"])
-                current = None
-                continue
-            if line == "DONE":
-                proc.wait(timeout=30)
-                break
-            if line not in (TIMEOUT, EOF):
-                continue  # stray output
-            # no line in time (a hang), or the end of output (a crash)
-            hung = line == TIMEOUT
-            if hung:
-                proc.kill()
-            rc = proc.wait(timeout=30)
-            stderr.seek(mark)
-            tail = stderr.read()[-1500:].decode("utf-8", "replace")
-            if current is None:
-                raise AssertionError(f"mutant child died outside a load (exit {rc}):\n{tail}")
-            what = "hang" if hung else "crash"
-            if loaded:
-                results[current] = {"id": current, "result": "loaded", "use": what,
-                                    "use_message": f"exit {rc}: {tail}"}
-            else:
-                results[current] = {"id": current, "result": what, "type": f"exit {rc}",
-                                    "message": tail}
-            todo.remove(current)
-            break
-        sel.close()
-        stderr.close()
-    return results
-
-
-def run_parallel(plan_path: Path, ids: list[int], workers: int = N_WORKERS,
-                 **kwargs: object) -> dict[int, dict[str, str]]:
-    """:func:`run_mutants` over ``workers`` interleaved shares of ``ids``."""
-    shares = [ids[k::workers] for k in range(workers)]
-    results: dict[int, dict[str, str]] = {}
-    errors: list[BaseException] = []
-
-    def work(share: list[int]) -> None:
-        try:
-            results.update(run_mutants(plan_path, share, **kwargs))  # type: ignore[arg-type]
-        except BaseException as exc:  # re-raised in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(s,)) for s in shares if s]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    for i, rec in raw.items():
+        if rec["result"] in ("crash", "hang") and rec["phase"] == "use":
+            rec = {"id": i, "result": "loaded", "use": rec["result"],
+                   "use_message": f"exit {rec['exit']}: {rec['stderr']}"}
+        elif rec["result"] in ("crash", "hang"):
+            rec = {"id": i, "result": rec["result"], "type": f"exit {rec['exit']}",
+                   "message": rec["stderr"]}
+        results[i] = rec
     return results
 
 
@@ -671,7 +574,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path,
     mutants = all_mutants(smollm2_path, gemma3_path)
     plan = write_plan(mutants, tmp_path_factory.mktemp("mutants"))
     start = time.monotonic()
-    results = run_parallel(plan, [m.id for m in mutants])
+    results = run_mutants(plan, [m.id for m in mutants])
     return mutants, results, time.monotonic() - start
 
 

@@ -198,21 +198,39 @@ def test_unsupported_schemas_name_the_feature(schema: Any, keyword: str) -> None
         to_gbnf(schema)
 
 
-def test_integer_ranges_are_exact() -> None:
-    """Every integer the range grammar accepts is in range, checked by enumeration
-    through llama.cpp's own grammar engine on a tiny vocabulary-free test: we
-    expand the grammar with Python's re for the digit part."""
-    from llama_cffi.objects.json_schema_gbnf import _int_range
-
-    def to_regex(g: str) -> str:
-        r = g.replace(" ", "").replace('"', "")
-        return r
-    import re
+def test_integer_ranges_are_exact(smollm2: lc.Model) -> None:
+    """Every integer from -1200 to 1200 is accepted by llama.cpp's grammar
+    engine, running the grammar made for {"type": "integer", "minimum": lo,
+    "maximum": hi}, exactly when it is in [lo, hi]; integers written the way
+    JSON forbids (leading zeros, "+") never are."""
+    vocab = smollm2.vocab
+    eos = vocab.eos
+    assert eos is not None
+    tokens: dict[int | str, list[int]] = {
+        n: vocab.tokenize(str(n), add_special=False) for n in range(-1200, 1201)}
+    malformed = ["00", "01", "007", "+1", "1.0", "1e2", "--1", ""]
+    tokens.update({text: vocab.tokenize(text, add_special=False) for text in malformed})
+    end = lc.Candidates.from_logits(np.zeros(1, dtype=np.float32))
 
     for lo, hi in [(0, 0), (5, 123), (-20, 7), (-300, -45), (1, 9), (10, 10), (99, 1001)]:
-        pattern = re.compile(to_regex(_int_range(lo, hi)))
-        accepted = {n for n in range(-1200, 1200) if pattern.fullmatch(str(n))}
-        assert accepted == set(range(lo, hi + 1)), (lo, hi)
+        grammar = lc.Grammar.from_json_schema({"type": "integer", "minimum": lo, "maximum": hi})
+        with lc.SamplerChain([grammar.sampler(smollm2)]) as chain:
+
+            def accepts(toks: list[int]) -> bool:
+                chain.reset()
+                try:
+                    for t in toks:
+                        chain.accept(t)
+                except lc.GrammarError:
+                    return False
+                end.size = 1  # may the output end here?
+                end.ids[0], end.logits[0] = eos, 0.0
+                chain.apply(end)
+                return bool(np.isfinite(end.logits[0]))
+
+            accepted = {n for n, toks in tokens.items() if accepts(toks)}
+        assert accepted == set(range(lo, hi + 1)), (lo, hi, sorted(
+            accepted.symmetric_difference(range(lo, hi + 1)), key=str)[:10])
 
 
 # -- converter options (llama.cpp's --prop-order, --dotall, --raw-pattern, --allow-fetch) ---

@@ -156,7 +156,8 @@ def test_generate_batch_equals_each_alone(llm: lc.LLM, smollm2: lc.Model) -> Non
     prompts = ["Once upon a time", "The sky is", "My favourite food is", "In 1969,"]
     results = llm.generate_batch(prompts, max_tokens=16, temperature=0)
     for p, r in zip(prompts, results):
-        assert r.tokens == object_layer_greedy(smollm2, p, 16)[:len(r.tokens)]
+        expected = object_layer_greedy(smollm2, p, 16)
+        assert len(expected) == 16 and r.tokens == expected
     # more prompts than slots: the rest wait for a free slot, same results
     twice = llm.generate_batch(prompts * 2, max_tokens=16, temperature=0)
     assert [r.tokens for r in twice] == [r.tokens for r in results] * 2
@@ -178,8 +179,16 @@ def test_async_variants(llm: lc.LLM) -> None:
 def test_llm_parameters_are_checked(smollm2_path: Path) -> None:
     with pytest.raises(TypeError, match="unknown parameter"):
         lc.LLM(smollm2_path, n_ctxx=10)
+    with pytest.raises(ValueError, match="type_k"):
+        lc.LLM(smollm2_path, n_ctx=128, type_k="q9_9")
     with lc.LLM("smollm2-135m", n_ctx=128, type_k="q8_0", n_gpu_layers=0) as small:
-        assert small.ctx.n_ctx >= 128
+        n_ctx = small.ctx.n_ctx
+        assert n_ctx >= 128
+        # the K cache is q8_0 (34 bytes per 32 values), V stays f16: the KV buffer
+        # llama.cpp allocated has exactly that size (it reports it in MiB, 2 decimals)
+        m = small.model
+        per_token = m.n_layer * (m.n_embd // m.n_head) * m.n_head_kv * (34 / 32 + 2)
+        assert abs(small.ctx.kv_cache_size - n_ctx * per_token) <= 0.01 * 2**20
 
 
 # -- chat templates --------------------------------------------------------------------------

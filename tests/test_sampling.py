@@ -69,11 +69,19 @@ def test_top_p_keeps_smallest_mass_set() -> None:
 
 
 def test_min_p_drops_relatively_unlikely() -> None:
-    p = softmax(np.array(LOGITS))
+    x = np.array(LOGITS, dtype=np.float32)
+    p = softmax(x.astype(np.float64))
+    for min_p in (0.1, 0.3):
+        c = cands(LOGITS)
+        run(S.min_p(min_p), c)
+        # p_i >= min_p * p_max, kept in their original order, logits untouched
+        expected = [i for i in range(6) if p[i] >= min_p * p.max()]
+        assert [int(i) for i in c.ids] == expected, min_p
+        np.testing.assert_array_equal(c.logits, x[expected])
+    # min_keep larger than what passes: the min_keep most likely, sorted
     c = cands(LOGITS)
-    run(S.min_p(0.3), c)
-    assert kept(c) & set(range(c.size) if False else c.ids[:c.size]) == \
-        {i for i in range(6) if p[i] >= 0.3 * p.max()}
+    run(S.min_p(0.3, min_keep=3), c)
+    assert [int(i) for i in c.ids] == [1, 2, 4] and c.sorted
 
 
 def test_temperature_scales_logits() -> None:
@@ -85,18 +93,29 @@ def test_temperature_scales_logits() -> None:
     assert kept(c) == {1}
 
 
-def test_dynamic_temperature_stays_in_range() -> None:
+def test_dynamic_temperature_follows_the_entropy() -> None:
+    x = np.array(LOGITS, dtype=np.float64)
     c = cands(LOGITS)
     run(S.temp_ext(1.0, delta=0.5, exponent=1.0), c)
-    # the effective temperature lies in [0.5, 1.5]: the logit spread shrinks or grows within it
-    spread = float(np.ptp(c.logits[np.isfinite(c.logits)]))
-    assert 5.0 / 1.5 - 1e-4 <= spread <= 5.0 / 0.5 + 1e-4
+    # temperature = min + (max - min) * (H / H_max) ** exponent, within [0.5, 1.5]
+    p = softmax(x)
+    t = 0.5 + 1.0 * (-(p * np.log(p)).sum() / np.log(6))
+    order = np.argsort(-x)
+    assert [int(i) for i in c.ids] == order.tolist()
+    np.testing.assert_allclose(c.logits, x[order] / t, rtol=1e-5)
+    np.testing.assert_allclose(c.p, softmax(x[order] / t), rtol=1e-5)
 
 
 def test_typical_keeps_a_subset_around_entropy() -> None:
+    p = softmax(np.array(LOGITS, dtype=np.float64))
+    # locally typical: tokens by |surprise - entropy|, the fewest whose mass exceeds 0.5
+    entropy = -(p * np.log(p)).sum()
+    order = np.argsort(np.abs(-np.log(p) - entropy))
+    n = int(np.argmax(np.cumsum(p[order]) > 0.5)) + 1
     c = cands(LOGITS)
     run(S.typical(0.5), c)
-    assert 1 <= len(set(c.ids[:c.size])) < 6
+    assert [int(i) for i in c.ids] == order[:n].tolist() == [2, 1]
+    np.testing.assert_allclose(c.p, p[order[:n]], rtol=1e-5)  # not renormalised
 
 
 def test_xtc_removes_top_choices() -> None:
@@ -159,17 +178,48 @@ def test_dry_penalises_continuing_a_repetition(smollm2: lc.Model) -> None:
     assert c.logits[ids.index(other)] == 0.0
 
 
-def test_mirostat_v2_selects_reproducibly() -> None:
-    picks = []
-    for _ in range(2):
-        out = []
-        with S.mirostat_v2(tau=3.0, eta=0.1, seed=7) as m:
-            for _ in range(20):
-                c = cands(LOGITS)
-                m.apply(c)
-                out.append(c.selected_token())
-        picks.append(out)
-    assert picks[0] == picks[1]
+def mirostat_v2_run(seed: int, tau: float, eta: float, steps: int) -> list[int]:
+    """Run mirostat v2 on LOGITS and check every step against the algorithm:
+    keep the tokens whose surprise -log2(p) is at most mu (at least the best),
+    renormalise, select one of them, then mu -= eta * (surprise of the pick - tau)."""
+    x = np.array(LOGITS, dtype=np.float64)
+    p = softmax(x)
+    order = np.argsort(-p)
+    mu = np.float32(2 * tau)
+    picks: list[int] = []
+    with S.mirostat_v2(tau=tau, eta=eta, seed=seed) as m:
+        for _ in range(steps):
+            keep = [int(i) for i in order if -np.log2(p[i]) <= mu] or [int(order[0])]
+            c = cands(LOGITS)
+            m.apply(c)
+            assert [int(i) for i in c.ids] == keep, (mu, keep)
+            q = softmax(x[keep])
+            np.testing.assert_allclose(c.p, q, rtol=1e-5)
+            token = c.selected_token()
+            picks.append(token)
+            surprise = np.float32(-np.log2(q[keep.index(token)]))
+            mu = np.float32(mu - np.float32(eta) * (surprise - np.float32(tau)))
+    return picks
+
+
+def test_mirostat_v2_follows_its_target_surprise() -> None:
+    a = mirostat_v2_run(7, tau=2.0, eta=0.5, steps=40)
+    assert len(set(a)) >= 2  # mu moved enough to admit more than one token
+    assert mirostat_v2_run(7, tau=2.0, eta=0.5, steps=40) == a  # seeded: reproducible
+    assert mirostat_v2_run(8, tau=2.0, eta=0.5, steps=40) != a
+    # with eta 0, mu stays 2 * tau = 3.6 bits: ids 1, 2, 4 (0.67, 2.1, 3.6 bits), drawn
+    # in proportion to their renormalised probabilities
+    counts = np.zeros(6)
+    with S.mirostat_v2(tau=1.8, eta=0.0, seed=3) as m:
+        for _ in range(3000):
+            c = cands(LOGITS)
+            m.apply(c)
+            counts[c.selected_token()] += 1
+    q = np.zeros(6)
+    q[[1, 2, 4]] = softmax(np.array(LOGITS, dtype=np.float64)[[1, 2, 4]])
+    expected = q * 3000
+    assert counts[[0, 3, 5]].sum() == 0
+    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected) + 5), counts
 
 
 def generate(model: lc.Model, **params: object) -> list[int]:
@@ -184,8 +234,13 @@ def test_seeds_reproduce_and_differ(smollm2: lc.Model) -> None:
     c = generate(smollm2, temperature=1.0, seed=124)
     assert a == b
     assert a != c
-    # greedy via temperature 0 equals the greedy sampler
-    assert generate(smollm2, temperature=0) == generate(smollm2, temperature=0, seed=9)
+    # temperature 0 picks what the greedy sampler alone picks, whatever the seed
+    with smollm2.context(n_ctx=256) as ctx, lc.SamplerChain([S.greedy()]) as greedy:
+        reference = list(lc.Generation(ctx, greedy, smollm2.vocab.tokenize("Once upon a time"),
+                                       max_tokens=24))
+    assert len(reference) == 24
+    assert generate(smollm2, temperature=0) == reference
+    assert generate(smollm2, temperature=0, seed=9) == reference
 
 
 def test_from_params_order_and_names(smollm2: lc.Model) -> None:
@@ -232,6 +287,22 @@ class KeepEven(lc.PythonSampler):
 
 
 def test_python_sampler_in_a_chain(smollm2: lc.Model) -> None:
+    # On constructed logits: the Python sampler sees what top-k left, its edits
+    # reach the next sampler, and the chain selects among what it kept.
+    seen: list[list[int]] = []
+
+    class Recording(KeepEven):
+        def apply(self, c: lc.Candidates) -> None:
+            seen.append([int(i) for i in c.ids])
+            super().apply(c)
+
+    with lc.SamplerChain([S.top_k(4), Recording(), S.greedy()]) as small:
+        c = cands(LOGITS)
+        small.apply(c)
+    assert seen == [[1, 2, 4, 0]]  # top-4, sorted
+    assert {int(i) for i, l in zip(c.ids, c.logits) if np.isfinite(l)} == {0, 2, 4}
+    assert c.selected_token() == 2  # the best even token, not 1
+
     rec = KeepEven()
     chain = lc.SamplerChain([S.top_k(50), rec, S.temp(0.8), S.dist(seed=1)])
     ref = weakref.ref(rec)
@@ -239,7 +310,7 @@ def test_python_sampler_in_a_chain(smollm2: lc.Model) -> None:
     gc.collect()
     with smollm2.context(n_ctx=256) as ctx:
         out = list(lc.Generation(ctx, chain, smollm2.vocab.tokenize("Hello"), max_tokens=12))
-    assert out and all(t % 2 == 0 for t in out)
+    assert len(out) == 12 and all(t % 2 == 0 for t in out)
     rec_again = ref()
     assert rec_again is not None and rec_again.accepted == out
     del rec_again
@@ -374,23 +445,92 @@ def test_closing_the_model_closes_vocab_samplers(smollm2_path: Path) -> None:
         loose.apply(cands(LOGITS))
 
 
-def test_mirostat_v1_adaptive_p_and_infill(smollm2: lc.Model) -> None:
-    for make in (lambda: S.mirostat(smollm2, tau=3.0, eta=0.1, seed=5),
-                 lambda: S.adaptive_p(0.3, 0.9, seed=5)):
-        runs = []
-        for _ in range(2):
-            out = []
-            with make() as s:
-                for _ in range(10):
-                    c = lc.Candidates.from_logits(np.linspace(3, -3, smollm2.vocab.n_tokens,
-                                                              dtype=np.float32))
-                    s.apply(c)
-                    out.append(c.selected_token())
-            runs.append(out)
-        assert runs[0] == runs[1]  # seeded: reproducible
-    c = lc.Candidates.from_logits(np.linspace(3, -3, smollm2.vocab.n_tokens, dtype=np.float32))
+def test_mirostat_v1_estimates_zipf_and_truncates(smollm2: lc.Model) -> None:
+    # Zipf-distributed logits (p_rank ~ rank^-1.1), the distribution mirostat
+    # assumes: it estimates s_hat = 1.1 from the top m tokens and keeps the k best,
+    # k = (eps * 2^mu / (1 - n^-eps))^(1/s_hat), eps = s_hat - 1, mu = 2 tau at first.
+    n = smollm2.vocab.n_tokens
+    x = -1.1 * np.log(np.arange(1, n + 1, dtype=np.float64))
+    tau, eta = 3.0, 0.1
+
+    def run(seed: int) -> list[int]:
+        mu, picks = 2 * tau, []
+        with S.mirostat(smollm2, tau=tau, eta=eta, m=100, seed=seed) as s:
+            for _ in range(10):
+                k = ((0.1 * 2.0 ** mu) / (1 - n ** -0.1)) ** (1 / 1.1)
+                assert abs(k - round(k)) > 1e-3  # not at a rounding edge
+                c = lc.Candidates.from_logits(x.astype(np.float32))
+                s.apply(c)
+                assert [int(i) for i in c.ids] == list(range(int(k)))
+                q = softmax(x[:int(k)])
+                np.testing.assert_allclose(c.p, q, rtol=1e-4)
+                picks.append(c.selected_token())
+                mu -= eta * (-np.log2(q[picks[-1]]) - tau)
+        return picks
+
+    a = run(5)
+    assert len(set(a)) >= 2
+    assert run(5) == a and run(6) != a
+
+
+def test_adaptive_p_transforms_towards_its_target() -> None:
+    x = np.array(LOGITS, dtype=np.float64)
+    target, decay = 0.3, 0.5
+
+    def transformed(p: np.ndarray, t: float) -> np.ndarray:
+        d = np.abs(p - t) / 0.3
+        return 5.0 - 10.0 * d * d / (1 + d)
+
+    with lc.SamplerChain([S.adaptive_p(target, decay, seed=5)]) as chain:
+        p = softmax(x)
+        c = cands(LOGITS)
+        chain.apply(c)
+        # the first step aims at the target itself; order is kept
+        assert [int(i) for i in c.ids] == list(range(6))
+        np.testing.assert_allclose(c.logits, transformed(p, target), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(c.p, softmax(transformed(p, target)), rtol=1e-5)
+        picked = c.selected_token()
+        # accepting a token it did not pick leaves its average alone
+        chain.accept(next(t for t in range(6) if t != picked))
+        c = cands(LOGITS)
+        chain.apply(c)
+        np.testing.assert_allclose(c.logits, transformed(p, target), rtol=1e-5, atol=1e-5)
+        # accepting its pick adds the pick's original probability to the moving
+        # average (which starts as if `target` had always been picked); the next
+        # target moves the other way: 2 * target - average
+        picked = c.selected_token()
+        chain.accept(picked)
+        weighted = p[picked] + decay * target / (1 - decay)
+        total = 1 + decay / (1 - decay)
+        t2 = min(max(2 * target - weighted / total, 0.0), 1.0)
+        assert abs(t2 - target) > 0.01
+        c = cands(LOGITS)
+        chain.apply(c)
+        np.testing.assert_allclose(c.logits, transformed(p, t2), rtol=1e-5, atol=1e-5)
+
+
+
+def test_infill_prefers_eog_or_merges_prefixes(smollm2: lc.Model) -> None:
+    v = smollm2.vocab
+    n = v.n_tokens
+    # (1) end of generation is likely enough (3 * p_eog * n > p_text): only EOG tokens stay
+    x = np.linspace(3, -3, n, dtype=np.float32)
+    c = lc.Candidates.from_logits(x.copy())
     run(S.infill(smollm2), c)
-    assert 0 < c.size <= smollm2.vocab.n_tokens
+    eog = [t for t in range(n) if v.is_eog(t)]
+    assert sorted(int(i) for i in c.ids) == eog
+    p = softmax(x.astype(np.float64))
+    np.testing.assert_allclose(c.p, p[c.ids] / p[eog].sum(), rtol=1e-4)
+    # (2) text only: " the" is a prefix of " them" and takes its probability,
+    # tokens under 0.2 go, the rest is renormalised
+    ids = [v.tokenize(w, add_special=False)[0] for w in (" the", " them", " cat", " dog")]
+    q = np.array([0.3, 0.25, 0.35, 0.1])
+    c = lc.Candidates.from_logits(np.log(q).astype(np.float32))
+    c.ids[:] = ids
+    run(S.infill(smollm2), c)
+    the, cat = 0.3 + 0.25, 0.35
+    assert [int(i) for i in c.ids] == [ids[2], ids[0]]  # sorted by logit
+    np.testing.assert_allclose(c.p, [cat / (the + cat), the / (the + cat)], rtol=1e-5)
 
 
 def test_chain_performance_counters(smollm2: lc.Model) -> None:

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ContextError, LlamaError
+from ..errors import ContextError, InvalidBatchError, LlamaError
 from . import checked, log
 from .callbacks import CallbackState
+from .model import meta
 from .raw import NULL, CData, ffi, lib
 
 ATTENTION_TYPES = {"causal": int(lib.LLAMA_ATTENTION_TYPE_CAUSAL),
@@ -64,8 +65,14 @@ def set_threads(ptr: CData, n_threads: int, n_threads_batch: int) -> None:
     lib.llama_set_n_threads(ptr, n_threads, n_threads_batch)
 
 
-def decode(ptr: CData, batch: CData, n_ctx: int, abort: CallbackState | None) -> None:
-    """``llama_decode``; non-zero codes become their exceptions (checked.decode_status)."""
+def decode(ptr: CData, batch: CData, n_ctx: int, abort: CallbackState | None,
+           causal: bool | None = None) -> None:
+    """``llama_decode``; non-zero codes become their exceptions (checked.decode_status).
+
+    causal: whether the context uses causal attention (``attention`` given at
+    creation); None: the model's own (``<arch>.attention.causal``).
+    """
+    _check_batch_size(ptr, batch, "decode", causal)
     mark = log.mark()
     rc = lib.llama_decode(ptr, batch)
     if rc != 0:
@@ -73,10 +80,40 @@ def decode(ptr: CData, batch: CData, n_ctx: int, abort: CallbackState | None) ->
 
 
 def encode(ptr: CData, batch: CData, n_ctx: int, abort: CallbackState | None) -> None:
+    _check_batch_size(ptr, batch, "encode", False)
     mark = log.mark()
     rc = lib.llama_encode(ptr, batch)
     if rc != 0:
         _raise(rc, "encode", batch, n_ctx, mark, abort)
+
+
+def _model_is_causal(ptr: CData) -> bool:
+    """The model's ``<arch>.attention.causal`` (llama.cpp's default: true)."""
+    model = lib.llama_get_model(ptr)
+    arch = meta(model, "general.architecture")
+    return meta(model, f"{arch}.attention.causal") != "false"
+
+
+def _check_batch_size(ptr: CData, batch: CData, what: str, causal: bool | None) -> None:
+    """Refuse the batch sizes llama.cpp asserts on (ending the process) instead
+    of returning an error: more tokens than ``n_batch`` in one decode, and more
+    than ``n_ubatch`` where the batch is computed in one step (encode, and
+    decode with non-causal attention or without memory)."""
+    n = int(batch.n_tokens)
+    n_ubatch = int(lib.llama_n_ubatch(ptr))
+    if n <= n_ubatch:
+        return
+    n_batch = int(lib.llama_n_batch(ptr))
+    if what == "decode" and n > n_batch:
+        raise InvalidBatchError(
+            f"a batch of {n} tokens is larger than the context's n_batch ({n_batch}): "
+            f"split it, or create the context with a larger n_batch", code=-1)
+    if what == "encode" or lib.llama_get_memory(ptr) == NULL or \
+            not (_model_is_causal(ptr) if causal is None else causal):
+        raise InvalidBatchError(
+            f"cannot {what} {n} tokens at once: without causal attention llama.cpp computes "
+            f"a batch in one step, which needs n_ubatch >= {n} (the context has {n_ubatch}); "
+            f"create it with a larger n_ubatch", code=-1)
 
 
 def _raise(rc: int, what: str, batch: CData, n_ctx: int, mark: int,

@@ -42,7 +42,7 @@ from ..objects.batch import Batch
 from ..objects.chain import SamplerChain
 from ..objects.context import Context
 from ..objects.params import SamplingParams
-from .request import Cancel, Request, RequestHandle
+from .request import _DONE, _ERROR, Cancel, Request, RequestHandle
 from .results import Completion, Timings, Usage
 from .slot import Slot
 
@@ -111,7 +111,8 @@ class Engine:
         self._calls: deque[tuple[Callable[[], Any], queue.SimpleQueue[tuple[bool, Any]]]] = \
             deque()
         self._cv = threading.Condition()
-        self._closing = False
+        self._closing = False  # the thread is to stop (or has stopped)
+        self._closed = False  # close() was called
         self.broken: BaseException | None = None
         self._batch = Batch(max(ctx.n_batch, 1))
         self._split_kv = ctx.n_seq_max > 1 and ctx.n_ctx_seq < ctx.n_ctx
@@ -187,11 +188,11 @@ class Engine:
             return not self._pending and not any(s.busy for s in self.slots)
 
     def close(self) -> None:
-        """Cancel everything, stop the thread (waits for the current step)."""
+        """Cancel everything, stop the thread (waits for the current step). Idempotent."""
         with self._cv:
-            if self._closing:
+            if self._closed:
                 return
-            self._closing = True
+            self._closed = self._closing = True
             self._cv.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join()
@@ -248,10 +249,10 @@ class Engine:
         for req in pending:
             req.chain.close()
             if error is not None:
-                req.handle._push(2, error)
+                req.handle._push(_ERROR, error)
             else:
                 req.handle.cancel()
-                req.handle._push(1, _cancelled_completion(req))
+                req.handle._push(_DONE, _cancelled_completion(req))
         for _, box in calls:
             box.put((False, error or EngineDeadError("the engine is closed")))
 
@@ -292,7 +293,7 @@ class Engine:
                 continue
             if req.should_stop():
                 req.chain.close()
-                req.handle._push(1, _cancelled_completion(req))
+                req.handle._push(_DONE, _cancelled_completion(req))
                 self.metrics.requests_cancelled += 1
                 continue
             slot = max(free, key=lambda s: (_common(s.cache, req.tokens), s.last_used))

@@ -12,6 +12,30 @@ from ..errors import ClosedError
 from .handle import Handle, UseGuard
 
 
+INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+
+
+def _int32(value: object, what: str) -> int:
+    """``value`` checked to be an integer that fits llama.cpp's int32 fields
+    (cffi would raise a bare ``OverflowError``/``TypeError`` without the name)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise ValueError(f"{what} {value} does not fit a 32-bit integer")
+    return int(value)
+
+
+def _int32_array(values: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
+    """``values`` as an int32 array, refusing non-integers and values out of range
+    (numpy would truncate 1.5 to 1, or raise without naming the argument)."""
+    arr = np.asarray(values)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integers, got an array of {arr.dtype}")
+    if arr.size and (arr.min() < INT32_MIN or arr.max() > INT32_MAX):
+        raise ValueError(f"{what} must fit 32-bit integers")
+    return arr.astype(np.int32, copy=False)
+
+
 class Batch(Handle):
     """A reusable batch of up to ``capacity`` tokens (or embedding rows).
 
@@ -37,6 +61,9 @@ class Batch(Handle):
     _FACTS = ("tokens", "embeddings", "positions", "n_seq_ids", "output")
 
     def __init__(self, capacity: int, *, n_seq_max: int = 1, embd: int = 0) -> None:
+        capacity = _int32(capacity, "batch capacity")
+        n_seq_max = _int32(n_seq_max, "n_seq_max")
+        embd = _int32(embd, "embd")
         if capacity < 1:
             raise ValueError("batch capacity must be at least 1")
         if n_seq_max < 1:
@@ -83,8 +110,11 @@ class Batch(Handle):
 
     @property
     def struct(self) -> CData:
-        """The ``llama_batch`` struct to pass to C (raises once closed); it points
-        into memory this batch keeps alive: keep the batch while C uses it."""
+        """The ``llama_batch`` struct to pass to C yourself (raises once closed).
+
+        A raw C value like every handle's ``ptr``: it points into memory this
+        batch keeps alive, so it is valid only while the batch is open (the
+        numpy views are the safe way to keep the arrays)."""
         return self._memory().struct
 
     @property
@@ -135,6 +165,9 @@ class Batch(Handle):
         n = len(seq_ids)
         if not 1 <= n <= self.n_seq_max:
             raise ValueError(f"a token needs 1..{self.n_seq_max} sequence ids, got {n}")
+        token = _int32(token, "token")
+        pos = _int32(pos, "position")
+        seq_ids = [_int32(s, "sequence id") for s in seq_ids]
         mem = self._take()
         try:
             b = mem.holder[0]
@@ -158,6 +191,7 @@ class Batch(Handle):
         (for batches filled through the numpy views)."""
         if not 0 <= n <= self.capacity:
             raise OverflowError(f"{n} entries do not fit a batch of {self.capacity}")
+        seq_id = _int32(seq_id, "sequence id")
         self._take()
         try:
             self._set_seq_ids(n, seq_id)
@@ -180,6 +214,10 @@ class Batch(Handle):
         n = len(tokens)
         if n > self.capacity:
             raise OverflowError(f"{n} tokens do not fit a batch of {self.capacity}")
+        tokens = _int32_array(tokens, "tokens")
+        seq_id = _int32(seq_id, "sequence id")
+        if _int32(start_pos, "start_pos") + n - 1 > INT32_MAX:
+            raise ValueError(f"positions {start_pos}..{start_pos + n - 1} do not fit 32 bits")
         mem = self._take()
         try:
             self.tokens[:n] = tokens

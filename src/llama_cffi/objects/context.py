@@ -139,6 +139,8 @@ class Context(Handle):
         self._guard = UseGuard("context")  # one thread, one call at a time
         self._loras: dict[LoraAdapter, float] = {}
         sizes = _C.sizes(ptr)
+        self._threads = _C.threads(ptr)
+        self._can_shift = _C.can_shift(ptr)  # fixed by the model's memory type
         self.n_ctx: int = sizes["n_ctx"]
         """Context size in tokens (all sequences)."""
         self.n_ctx_seq: int = sizes["n_ctx_seq"]
@@ -155,21 +157,24 @@ class Context(Handle):
     # -- sizes ---------------------------------------------------------------
 
     @property
-    @_exclusive
     def n_threads(self) -> int:
-        return _C.threads(self.ptr)[0]
+        """Threads used for single-token decodes (kept in Python: no C call)."""
+        self.ptr  # raise if closed
+        return self._threads[0]
 
     @property
-    @_exclusive
     def n_threads_batch(self) -> int:
-        return _C.threads(self.ptr)[1]
+        """Threads used for prompt batches."""
+        self.ptr  # raise if closed
+        return self._threads[1]
 
     @_exclusive
     def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
         if n_threads < 1 or (n_threads_batch is not None and n_threads_batch < 1):
             raise ValueError("thread counts must be >= 1")
-        _C.set_threads(self.ptr, n_threads,
-                       n_threads if n_threads_batch is None else n_threads_batch)
+        n_batch = n_threads if n_threads_batch is None else n_threads_batch
+        _C.set_threads(self.ptr, n_threads, n_batch)
+        self._threads = _C.threads(self.ptr)
 
     @property
     def kv_cache_size(self) -> int:
@@ -341,7 +346,7 @@ class Context(Handle):
     def seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None:
         """Shift positions [p0, p1) of ``seq_id`` by ``delta`` (RoPE is updated)."""
         self._check_seq(seq_id, allow_all=True)
-        if not _C.can_shift(self.ptr):
+        if not self._can_shift:
             raise LlamaError("this model's memory cannot shift positions")
         _C.seq_add(self.ptr, seq_id, p0, p1, delta)
 
@@ -351,7 +356,7 @@ class Context(Handle):
         self._check_seq(seq_id, allow_all=True)
         if d < 1:
             raise ValueError("d must be >= 1")
-        if not _C.can_shift(self.ptr):
+        if not self._can_shift:
             raise LlamaError("this model's memory cannot shift positions")
         _C.seq_div(self.ptr, seq_id, p0, p1, d)
 
@@ -368,9 +373,10 @@ class Context(Handle):
         return _C.seq_pos_max(self.ptr, seq_id)
 
     @property
-    @_exclusive
     def can_shift(self) -> bool:
-        return _C.can_shift(self.ptr)
+        """Whether the memory can shift positions (``seq_add``, ``seq_div``)."""
+        self.ptr  # raise if closed
+        return self._can_shift
 
     @_exclusive
     def shift(self, seq_id: int, n_keep: int, n_discard: int) -> int:
@@ -382,7 +388,7 @@ class Context(Handle):
         if n_keep < 0 or n_discard < 1 or n_keep + n_discard > end:
             raise ValueError(f"cannot discard {n_discard} tokens after {n_keep} "
                              f"from a sequence of {end}")
-        if not _C.can_shift(ptr):
+        if not self._can_shift:
             raise LlamaError("this model's memory cannot shift positions")
         if not _C.seq_rm(ptr, seq_id, n_keep, n_keep + n_discard):
             raise LlamaError("this model's memory cannot remove part of a sequence")

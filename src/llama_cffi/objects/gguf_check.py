@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import mmap
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -54,7 +55,7 @@ TYPE_NAMES = ("u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "arr
 
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
     0: ("f32", 1, 4), 1: ("f16", 1, 2), 2: ("q4_0", 32, 18), 3: ("q4_1", 32, 20),
-    6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 9: ("q8_1", 32, 40),
+    6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 9: ("q8_1", 32, 36),
     10: ("q2_K", 256, 84), 11: ("q3_K", 256, 110), 12: ("q4_K", 256, 144),
     13: ("q5_K", 256, 176), 14: ("q6_K", 256, 210), 15: ("q8_K", 256, 292),
     16: ("iq2_xxs", 256, 66), 17: ("iq2_xs", 256, 74), 18: ("iq3_xxs", 256, 98),
@@ -116,7 +117,7 @@ class _Checker:
     def __init__(self, path: Path, reader: _Reader) -> None:
         self.path = path
         self.r = reader
-        self.kv: dict[str, int | float | str | list[int | float]] = {}
+        self.kv: dict[str, object] = {}
         """Scalar values, strings and numeric arrays (up to 1024 elements) by key."""
         self.array_start = 0
         """Where the elements of the array being read start."""
@@ -271,59 +272,12 @@ class _Checker:
                           f"is not of the form <0xXX>")
             at = raw.find(byte_type, at + 1)
 
-    def _int(self, key: str) -> int | None:
-        v = self.kv.get(key)
-        return v if isinstance(v, int) and not isinstance(v, bool) else None
-
     def metadata(self) -> None:
         """The values llama.cpp's model loader checks with GGML_ASSERT (which
         ends the process) instead of an error."""
-        arch = self.kv.get("general.architecture")
-        if not isinstance(arch, str) or arch == "clip":
-            return  # llama.cpp refuses a missing architecture; CLIP has no hparams
-        n_layer = self._int(f"{arch}.block_count")
-        if n_layer is not None and not 1 <= n_layer <= LLAMA_MAX_LAYERS:
-            self.fail(f"{arch}.block_count is {n_layer}; llama.cpp supports 1 to "
-                      f"{LLAMA_MAX_LAYERS} layers")
-        nextn = self._int(f"{arch}.nextn_predict_layers")
-        if nextn is not None and n_layer is not None and nextn > n_layer:
-            self.fail(f"{arch}.nextn_predict_layers ({nextn}) exceeds "
-                      f"{arch}.block_count ({n_layer})")
-        self.experts(arch)
-        scaling = self.kv.get(f"{arch}.rope.scaling.type")
-        if isinstance(scaling, str) and scaling not in ROPE_SCALING_TYPES:
-            self.fail(f"{arch}.rope.scaling.type is {scaling!r}; llama.cpp knows "
-                      f"{', '.join(ROPE_SCALING_TYPES)}")
-        pooling = self._int(f"{arch}.pooling_type")
-        if pooling is not None and pooling not in POOLING_TYPES:
-            self.fail(f"{arch}.pooling_type is {pooling}; llama.cpp knows 0 (none) to 4 (rank)")
-        for suffix in ("attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon"):
-            eps = self.kv.get(f"{arch}.{suffix}")
-            if isinstance(eps, float) and not (math.isfinite(eps) and eps >= 0):
-                self.fail(f"{arch}.{suffix} is {eps}; a norm epsilon must be finite and >= 0")
-
-    def experts(self, arch: str) -> None:
-        n_expert = self._int(f"{arch}.expert_count") or 0
-        used = self.kv.get(f"{arch}.expert_used_count", 0)
-        used_max = max(used) if isinstance(used, list) and used else used
-        if not isinstance(used_max, int):
-            return  # a wrong type: llama.cpp refuses it
-        groups = self._int(f"{arch}.expert_group_count") or 0
-        group_used = self._int(f"{arch}.expert_group_used_count") or 0
-        problem = None
-        if n_expert > LLAMA_MAX_EXPERTS:
-            problem = f"expert_count is {n_expert}, above llama.cpp's {LLAMA_MAX_EXPERTS}"
-        elif used_max > n_expert or (n_expert > 0 and used_max <= 0):
-            problem = f"expert_used_count ({used_max}) must be in 1..expert_count ({n_expert})"
-        elif n_expert > 0 and groups >= n_expert:
-            problem = f"expert_group_count ({groups}) must be below expert_count ({n_expert})"
-        elif n_expert > 0 and groups > 1 and (n_expert % groups or not 0 < group_used < groups):
-            problem = (f"expert_count ({n_expert}) must be a multiple of expert_group_count "
-                       f"({groups}) and expert_group_used_count ({group_used}) in 1..{groups - 1}")
-        elif n_expert == 0 and groups != 0:
-            problem = f"expert_group_count is {groups} for a model without experts"
+        problem = metadata_problem(self.kv)
         if problem:
-            self.fail(f"{arch}.{problem}")
+            self.fail(problem)
 
     # -- tensor infos --------------------------------------------------------------
 
@@ -383,6 +337,67 @@ class _Checker:
             self.fail(f"1-D tensor {name!r} has type {type_name}; llama.cpp computes with "
                       f"1-D weights (norms, biases) only in f32 and aborts otherwise")
         return n // block * type_size
+
+
+def _as_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def value_problem(key: str, value: object) -> str | None:
+    """What llama.cpp's model loader would abort on in this one metadata value
+    (``<arch>.block_count``, norm epsilons, pooling and rope scaling types,
+    expert count), or None. Also used for ``ModelParams.kv_overrides``."""
+    arch, _, name = key.partition(".")
+    number = _as_int(value)
+    if name == "block_count" and number is not None and not 1 <= number <= LLAMA_MAX_LAYERS:
+        return f"{key} is {number}; llama.cpp supports 1 to {LLAMA_MAX_LAYERS} layers"
+    if name == "expert_count" and number is not None and number > LLAMA_MAX_EXPERTS:
+        return f"{key} is {number}, above llama.cpp's {LLAMA_MAX_EXPERTS}"
+    if name == "pooling_type" and number is not None and number not in POOLING_TYPES:
+        return f"{key} is {number}; llama.cpp knows 0 (none) to 4 (rank)"
+    if name == "rope.scaling.type" and isinstance(value, str) \
+            and value not in ROPE_SCALING_TYPES:
+        return f"{key} is {value!r}; llama.cpp knows {', '.join(ROPE_SCALING_TYPES)}"
+    if name in ("attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon") \
+            and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and not (math.isfinite(value) and value >= 0):
+        return f"{key} is {value}; a norm epsilon must be finite and >= 0"
+    return None
+
+
+def metadata_problem(kv: Mapping[str, object]) -> str | None:
+    """What llama.cpp's model loader would abort on in a model's metadata
+    (``kv``: key -> value; arrays as lists), or None."""
+    arch = kv.get("general.architecture")
+    if not isinstance(arch, str) or arch == "clip":
+        return None  # llama.cpp refuses a missing architecture; CLIP has no hparams
+    for key, value in kv.items():
+        if key.startswith(arch + "."):
+            problem = value_problem(key, value)
+            if problem:
+                return problem
+    n_layer = _as_int(kv.get(f"{arch}.block_count"))
+    nextn = _as_int(kv.get(f"{arch}.nextn_predict_layers"))
+    if nextn is not None and n_layer is not None and nextn > n_layer:
+        return f"{arch}.nextn_predict_layers ({nextn}) exceeds {arch}.block_count ({n_layer})"
+    n_expert = _as_int(kv.get(f"{arch}.expert_count")) or 0
+    used = kv.get(f"{arch}.expert_used_count", 0)
+    used_max = _as_int(max(used) if isinstance(used, list) and used else used)
+    if used_max is None:
+        return None  # a wrong type: llama.cpp refuses it
+    groups = _as_int(kv.get(f"{arch}.expert_group_count")) or 0
+    group_used = _as_int(kv.get(f"{arch}.expert_group_used_count")) or 0
+    problem = None
+    if used_max > n_expert or (n_expert > 0 and used_max <= 0):
+        problem = f"expert_used_count ({used_max}) must be in 1..expert_count ({n_expert})"
+    elif n_expert > 0 and groups >= n_expert:
+        problem = f"expert_group_count ({groups}) must be below expert_count ({n_expert})"
+    elif n_expert > 0 and groups > 1 and (n_expert % groups or not 0 < group_used < groups):
+        problem = (f"expert_count ({n_expert}) must be a multiple of expert_group_count "
+                   f"({groups}) and expert_group_used_count ({group_used}) in 1..{groups - 1}")
+    elif n_expert == 0 and groups != 0:
+        problem = f"expert_group_count is {groups} for a model without experts"
+    return f"{arch}.{problem}" if problem else None
 
 
 def check_gguf(path: str | Path) -> None:

@@ -196,6 +196,9 @@ class Grammar:
     text: the grammar; its syntax is checked at once (GrammarError with
         line/column on a mistake).
     root: the start symbol (default ``root``).
+
+    Thread safety: may be shared across threads (plain text, never changed);
+    each :meth:`sampler` is a new Sampler, used by one thread at a time.
     """
 
     def __init__(self, text: str, *, root: str = "root") -> None:

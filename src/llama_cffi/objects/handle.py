@@ -10,10 +10,13 @@ or buffer llama_cffi hands out either
   arrays, made with ``ffi.buffer`` of the owning cdata);
 
 and ``close()`` never frees memory a live view can reach: it drops the
-object's own references and makes the object unusable (ClosedError). The
-only C memory Python code sees without owning it is what llama.cpp passes to
-a callback (the candidates of a Python sampler): wrappers of it are valid
-only during the callback and raise a LlamaError afterwards.
+object's own references and makes the object unusable (ClosedError). What
+C lends to a callback (a Python sampler's candidates) is wrapped for the
+callback only: the wrapper raises a LlamaError afterwards, and the numpy
+views it gave out reference Python-owned token data (the chain's buffer, or
+a copy written back after the callback), never memory C frees. Raw C values
+(``ptr``, ``Batch.struct``, ``Vocab.ptr``) are for calling llama.cpp
+yourself: like any C pointer they are valid only while their object is open.
 
 Every llama_cffi object that owns a C pointer derives from :class:`Handle`:
 

@@ -221,6 +221,9 @@ class Candidates:
     readable memory but are overwritten by the next sampling. A Candidates
     made from a raw ``struct`` (``owner`` None) has borrowed views, valid
     only as long as the caller keeps that memory.
+
+    Thread safety: one thread at a time (plain memory, no lock: two threads
+    changing the same candidates race on their values).
     """
 
     def __init__(self, struct: CData, owner: CData | None = None) -> None:
@@ -317,6 +320,10 @@ class PythonSampler:
     built-in sampler. If a method raises, the call that ran it (the chain's
     ``sample``, ``accept``, ``reset``, ``apply``, or the sampler's own
     ``apply``) raises the same exception.
+
+    Thread safety: its methods run on the thread that samples with the chain
+    holding it (one at a time per chain); state shared between several chains
+    is the subclass's to protect.
     """
 
     name = "python"

@@ -80,11 +80,22 @@ class _Params:
         object.__setattr__(self, name, value)
 
 
-def _int(value: Any, name: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+
+
+def _int(value: Any, name: str, *, minimum: int | None = None,
+         maximum: int | None = None) -> int:
+    """``value`` as an int (an integral float is accepted); ``maximum``: the
+    largest value the C field it goes to holds (cffi would raise a bare
+    OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")) or int(value) != value:
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 

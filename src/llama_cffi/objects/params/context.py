@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..._bindings.enums import FlashAttn, GGMLType, PoolingType, RopeScaling, parse_enum
-from .base import _enum_parser, _enum_text, _float, _int, _opt_bool, _Params
+from .base import (INT32_MAX, UINT32_MAX, _enum_parser, _enum_text, _float, _int, _opt_bool,
+                   _Params)
 from .fields import document, param
 
 
@@ -91,11 +92,12 @@ class ContextParams(_Params):
 
     def __post_init__(self) -> None:
         if self.n_ctx is not None:
-            self._set("n_ctx", _int(self.n_ctx, "n_ctx", minimum=0))
+            self._set("n_ctx", _int(self.n_ctx, "n_ctx", minimum=0, maximum=UINT32_MAX))
         for name in ("n_batch", "n_ubatch", "n_seq_max", "n_threads", "n_threads_batch"):
             value = getattr(self, name)
-            if value is not None:
-                self._set(name, _int(value, name, minimum=1))
+            if value is not None:  # uint32_t sizes, int32_t thread counts in C
+                top = INT32_MAX if name.startswith("n_threads") else UINT32_MAX
+                self._set(name, _int(value, name, minimum=1, maximum=top))
         if self.flash_attn is not None:
             self._set("flash_attn", parse_enum(FlashAttn, self.flash_attn, "flash_attn"))
         for name in ("type_k", "type_v"):
@@ -114,7 +116,8 @@ class ContextParams(_Params):
             if value is not None:
                 self._set(name, _float(value, name))
         if self.yarn_orig_ctx is not None:
-            self._set("yarn_orig_ctx", _int(self.yarn_orig_ctx, "yarn_orig_ctx", minimum=0))
+            self._set("yarn_orig_ctx", _int(self.yarn_orig_ctx, "yarn_orig_ctx", minimum=0,
+                                            maximum=UINT32_MAX))
         if self.pooling is not None:
             self._set("pooling", parse_enum(PoolingType, self.pooling, "pooling"))
         if self.attention is not None:

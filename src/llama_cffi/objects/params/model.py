@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..._bindings.enums import LoadMode, SplitMode, parse_enum
-from .base import _enum_parser, _enum_text, _int, _float, _opt_bool, _pairs, _Params
+from ..gguf_check import value_problem
+from .base import (INT32_MAX, _enum_parser, _enum_text, _float, _int, _opt_bool, _pairs,
+                   _Params)
 from .fields import document, format_floats, format_names, param, parse_floats, parse_names
 
 
@@ -108,12 +110,13 @@ class ModelParams(_Params):
                "override_tensor": "tensor_overrides", "override_kv": "kv_overrides"}
 
     def __post_init__(self) -> None:
-        if self.n_gpu_layers is not None:
-            self._set("n_gpu_layers", _int(self.n_gpu_layers, "n_gpu_layers"))
+        if self.n_gpu_layers is not None:  # int32_t in C
+            self._set("n_gpu_layers", _int(self.n_gpu_layers, "n_gpu_layers",
+                                           minimum=-INT32_MAX - 1, maximum=INT32_MAX))
         if self.split_mode is not None:
             self._set("split_mode", parse_enum(SplitMode, self.split_mode, "split_mode"))
         if self.main_gpu is not None:
-            self._set("main_gpu", _int(self.main_gpu, "main_gpu", minimum=0))
+            self._set("main_gpu", _int(self.main_gpu, "main_gpu", minimum=0, maximum=INT32_MAX))
         if self.tensor_split is not None:
             ts = tuple(_float(x, "tensor_split") for x in self.tensor_split)
             if any(x < 0 for x in ts):
@@ -142,6 +145,9 @@ class ModelParams(_Params):
                 raise TypeError("kv_overrides maps metadata keys to int, float, bool or str")
             if len(key.encode()) >= 128:
                 raise ValueError(f"kv_overrides: key {key!r} is longer than 127 bytes")
+            problem = value_problem(key, value)  # llama.cpp would abort on it
+            if problem:
+                raise ValueError(f"kv_overrides: {problem}")
         self._set("kv_overrides", kv)
         if self.load_mode is not None:
             self._set("load_mode", parse_enum(LoadMode, self.load_mode, "load_mode"))

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import _float, _int, _pairs, _Params
+from .base import INT32_MAX, _float, _int, _pairs, _Params
 from .fields import document, param
 
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
@@ -167,7 +167,7 @@ class SamplingParams(_Params):
         if self.logprobs is not None:
             self._set("logprobs", _int(self.logprobs, "logprobs", minimum=0))
         self._set("temperature", _float(self.temperature, "temperature"))
-        self._set("top_k", _int(self.top_k, "top_k"))
+        self._set("top_k", _int(self.top_k, "top_k", minimum=-INT32_MAX, maximum=INT32_MAX))
         self._set("top_p", _float(self.top_p, "top_p", 0.0, 1.0))
         self._set("min_p", _float(self.min_p, "min_p", 0.0, 1.0))
         self._set("typical_p", _float(self.typical_p, "typical_p", 0.0, 1.0))
@@ -177,15 +177,16 @@ class SamplingParams(_Params):
         self._set("repeat_penalty", _float(self.repeat_penalty, "repeat_penalty"))
         if self.repeat_penalty <= 0:
             raise ValueError("repeat_penalty must be > 0 (1.0 disables it)")
-        self._set("repeat_last_n", _int(self.repeat_last_n, "repeat_last_n", minimum=-1))
+        self._set("repeat_last_n", _int(self.repeat_last_n, "repeat_last_n", minimum=-1,
+                                        maximum=INT32_MAX))
         for name in ("frequency_penalty", "presence_penalty", "dry_multiplier", "dry_base",
                      "dynatemp_range", "dynatemp_exponent", "mirostat_tau", "mirostat_eta",
                      "adaptive_target", "adaptive_decay"):
             self._set(name, _float(getattr(self, name), name))
         self._set("dry_allowed_length", _int(self.dry_allowed_length, "dry_allowed_length",
-                                             minimum=0))
+                                             minimum=0, maximum=INT32_MAX))
         self._set("dry_penalty_last_n", _int(self.dry_penalty_last_n, "dry_penalty_last_n",
-                                             minimum=-1))
+                                             minimum=-1, maximum=INT32_MAX))
         breakers = self.dry_sequence_breakers
         if isinstance(breakers, str):
             breakers = (breakers,)
@@ -200,7 +201,7 @@ class SamplingParams(_Params):
         self._set("min_keep", _int(self.min_keep, "min_keep", minimum=0))
         bias = _pairs(self.logit_bias, "logit_bias")
         self._set("logit_bias", tuple((_int(t, "logit_bias token", minimum=0),
-                                       float(b)) for t, b in bias))
+                                       _float(b, "logit_bias value")) for t, b in bias))
         self._set("samplers", normalise_samplers(self.samplers))
         if self.grammar is not None and not isinstance(self.grammar, str) and \
                 not isinstance(getattr(self.grammar, "text", None), str):
