@@ -220,6 +220,8 @@ class Context(Handle):
     def _run(self, ctx: CData, batch: Batch, what: str) -> None:
         """decode/encode ``batch`` while holding both this context and the batch
         (whose memory stays referenced here for the whole call)."""
+        if not isinstance(batch, Batch):
+            raise TypeError(f"{what} takes a llama_cffi.Batch, not {type(batch).__name__}")
         mem = batch._take()  # raises ClosedError for a closed batch
         try:
             struct = mem.struct
