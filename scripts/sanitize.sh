@@ -96,18 +96,17 @@ if [ "$build" != no ]; then
         || { tail -40 "$BUILD.configure.log"; die "configure failed"; }
     say "build (nice -n 19, -j$JOBS)"
     nice -n 19 cmake --build "$BUILD" -j "$JOBS"
-    say "stage the package in $PKG"
-    rm -rf "$PKG"
-    mkdir -p "$PKG"
-    # the Python files of the checkout, without the normal build's libraries
-    cp -r src/llama_cffi "$PKG/"
-    find "$PKG" \( -name '*.so' -o -name '*.so.*' \) -delete
-    find "$PKG" -name '__pycache__' -prune -exec rm -rf {} +
+    say "install the sanitized libraries in $PKG"
     cmake --install "$BUILD" --component python --prefix "$PKG" >/dev/null
     echo "built in $(( $(date +%s) - start )) s"
 fi
+compgen -G "$PKG/llama_cffi/_llama*.so" >/dev/null || die "no sanitized build in $PKG: run without --no-build"
+# The Python files of the checkout as they are now, next to the sanitized
+# libraries (never the normal build's .so files from src/).
+find "$PKG/llama_cffi" -type f ! -name '*.so' -delete
+(cd src && find llama_cffi -name '__pycache__' -prune -o -type f ! -name '*.so' ! -name '*.so.*' \
+    -print0 | xargs -0 cp --parents -t "$PKG")
 [ "$build" = only ] && exit 0
-[ -f "$PKG/llama_cffi/__init__.py" ] || die "no sanitized build in $PKG: run without --no-build"
 
 if [ ! -x "$VENV/bin/python" ]; then
     say "create $VENV"

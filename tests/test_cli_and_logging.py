@@ -37,7 +37,7 @@ def test_cli_reports_bad_model_cleanly(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "llama_cffi", "run", "hi", "-m", str(bad)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert "llama-cffi: error: failed to load model" in proc.stderr
+    assert "llama-cffi: error: invalid GGUF file" in proc.stderr and "GGUF version 0" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

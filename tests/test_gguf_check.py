@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +274,34 @@ def test_ggml_type_table_matches_the_vendored_gguf_py() -> None:
     vendored = {int(k): tuple(v) for k, v in json.loads(proc.stdout).items()}
     ours = {k: (name.lower(), block, size) for k, (name, block, size) in GGML_TYPES.items()}
     assert ours == vendored
+
+
+def test_overrides_are_checked_with_the_file(smollm2_path: Path) -> None:
+    # expert_used_count is fine on its own, not on a model without experts
+    with pytest.raises(lc.ModelLoadError, match=r"expert_used_count \(2\) must be in 1\.\.expert"):
+        check_gguf(smollm2_path, overrides={"llama.expert_used_count": 2})
+    check_gguf(smollm2_path, overrides={"llama.expert_used_count": 2, "llama.expert_count": 4})
+    check_gguf(smollm2_path, overrides=[("llama.block_count", 10)])
+    with pytest.raises(lc.ModelLoadError, match=r"llama\.block_count is 0"):
+        check_gguf(smollm2_path, overrides=[("llama.block_count", 0)])
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("llama.block_count", 0, r"llama\.block_count is 0"),
+    ("gemma3.block_count", 513, r"gemma3\.block_count is 513"),
+    ("llama.attention.layer_norm_rms_epsilon", -1e-5, r"must be finite and >= 0"),
+    ("llama.attention.layer_norm_epsilon", float("inf"), r"must be finite and >= 0"),
+    ("llama.rope.scaling.type", "bogus", r"llama\.cpp knows none, linear, yarn, longrope"),
+    ("bert.pooling_type", 9, r"llama\.cpp knows 0 \(none\) to 4 \(rank\)"),
+    ("llama.expert_count", 2000, r"above llama\.cpp's 1024"),
+])
+def test_kv_overrides_llama_cpp_would_abort_on_are_refused(key: str, value: Any,
+                                                           message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        lc.ModelParams(kv_overrides={key: value})
+
+
+def test_harmless_kv_overrides_pass() -> None:
+    lc.ModelParams(kv_overrides={"llama.block_count": 12, "general.name": "x",
+                                 "llama.attention.layer_norm_rms_epsilon": 1e-6,
+                                 "tokenizer.ggml.add_bos_token": False})

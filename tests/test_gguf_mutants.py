@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -107,7 +108,7 @@ class _Walker:
 
     def take(self, fmt: str, kind: str | None = None, label: str = "",
              record: bool = True) -> int | float:
-        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        value: int | float = struct.unpack_from(fmt, self.buf, self.pos)[0]
         if kind is not None and record:
             self.slots.append(Slot(kind, self.pos, fmt, value, label))
         self.pos += struct.calcsize(fmt)
@@ -217,17 +218,17 @@ class Mutant:
     mutated ones)."""
 
 
-def materialise(m: dict[str, object], prefix: bytes, out: Path, alignment: int = 32) -> None:
+def materialise(m: dict[str, Any], prefix: bytes, out: Path, alignment: int = 32) -> None:
     """Write mutant ``m`` (a :class:`Mutant` as a dict) to ``out``; ``prefix`` holds
     the original's first ``m["prefix"]`` bytes."""
     data = bytearray(prefix)
-    for off, hexbytes in m["patches"]:  # type: ignore[attr-defined]
+    for off, hexbytes in m["patches"]:
         b = bytes.fromhex(hexbytes)
         data[off:off + len(b)] = b
-    for off, n, hexbytes in sorted(m["splices"], reverse=True):  # type: ignore[call-overload]
+    for off, n, hexbytes in sorted(m["splices"], reverse=True):
         data[off:off + n] = bytes.fromhex(hexbytes)
-    total = len(data) + (-len(data)) % alignment + int(m["data_size"])  # type: ignore[call-overload]
-    size = total if m["size"] is None else int(m["size"])  # type: ignore[call-overload]
+    total = len(data) + (-len(data)) % alignment + int(m["data_size"])
+    size = total if m["size"] is None else int(m["size"])
     with out.open("wb") as fh:
         fh.write(data[:size])
         fh.truncate(size)  # the rest is a hole of zeros
@@ -243,7 +244,7 @@ def gguf_kv(key: str, vtype: int, value: object) -> bytes:
     if vtype == STR:
         return out + gguf_string(value if isinstance(value, bytes) else str(value).encode())
     if vtype == ARR:
-        etype, items = value  # type: ignore[misc]
+        etype, items = cast("tuple[int, list[Any]]", value)
         out += struct.pack("<IQ", etype, len(items))
         for item in items:
             out += (gguf_string(item) if etype == STR
@@ -419,9 +420,11 @@ def make_mutants(base: Path, n: int, seed: int, first_id: int = 0) -> list[Mutan
             add(f"float {slot.label!r} @{slot.offset}: {slot.value} -> {bad}",
                 [(slot.offset, struct.pack(slot.fmt, bad).hex())])
         elif op == "add_kv":
-            key, vtype, value = rng.choice(extra_kvs)
-            kv = gguf_kv(key, vtype, value)
-            shown = value if vtype != ARR else f"{len(value[1])} x type {value[0]}"  # type: ignore[index]
+            key, vtype, kv_value = rng.choice(extra_kvs)
+            kv = gguf_kv(key, vtype, kv_value)
+            shown = (kv_value if vtype != ARR else "{} x type {}".format(
+                len(cast("tuple[int, list[Any]]", kv_value)[1]),
+                cast("tuple[int, list[Any]]", kv_value)[0]))
             add(f"added {key} = {shown!r} (type {vtype})", [count(n_kv_slot, 1)],
                 [(layout.tensor_info_start, 0, kv.hex())])
         elif op == "del_kv":
@@ -433,12 +436,13 @@ def make_mutants(base: Path, n: int, seed: int, first_id: int = 0) -> list[Mutan
                              + ["general.architecture"] * 4 + sorted(layout.strings))
             if key not in layout.kvs:
                 continue
-            choices = {"tokenizer.ggml.model": TOKENIZER_MODELS,
-                       "tokenizer.ggml.pre": PRE_TOKENIZERS,
-                       "general.architecture": ARCHITECTURES}.get(key, ["", "x" * 1000, "\udcff"])
-            value = rng.choice(choices).encode("utf-8", "surrogateescape")
+            texts = {"tokenizer.ggml.model": TOKENIZER_MODELS,
+                     "tokenizer.ggml.pre": PRE_TOKENIZERS,
+                     "general.architecture": ARCHITECTURES}.get(key, ["", "x" * 1000, "\udcff"])
+            text = rng.choice(texts).encode("utf-8", "surrogateescape")
             start, end, _ = layout.kvs[key]
-            add(f"{key} = {value[:40]!r}", [], [(start, end - start, gguf_kv(key, STR, value).hex())])
+            add(f"{key} = {text[:40]!r}", [],
+                [(start, end - start, gguf_kv(key, STR, text).hex())])
         else:  # del_tensor: the last tensor info (the others would break the offsets)
             name, start, end = layout.tensor_infos[-1]
             add(f"removed tensor {name}", [count(n_tensors_slot, -1)], [(start, end - start, "")])

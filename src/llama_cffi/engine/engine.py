@@ -426,7 +426,7 @@ class Engine:
         try:
             draft = slot.draft
             for i, row in enumerate(slot.rows):
-                logits = ctx.logits(row).copy() if want_logits else None
+                logits = ctx.logits(row) if want_logits else None  # a copy
                 tok = req.chain.sample(ctx, row)
                 accepted = i < len(draft) and tok == draft[i]
                 finish = slot.accept(tok, vocab.is_eog(tok), logits)

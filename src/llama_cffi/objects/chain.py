@@ -110,13 +110,20 @@ class SamplerChain(Handle):
         self._guard = UseGuard("sampler chain")
         self._cands: tuple[CData, CData, np.ndarray, np.ndarray] | None = None
         self._one: Candidates | None = None
-        for s in samplers:
-            self.add(s)
+        try:
+            for s in samplers:
+                self.add(s)
+        except BaseException:
+            self.close()  # frees the samplers already added
+            raise
 
     def add(self, sampler: Sampler | PythonSampler) -> SamplerChain:
         """Append ``sampler``; the chain takes ownership of it."""
         if isinstance(sampler, PythonSampler):
             sampler = sampler.to_sampler()
+        if not isinstance(sampler, Sampler):
+            raise TypeError(f"a chain takes Sampler or PythonSampler objects, not "
+                            f"{type(sampler).__name__}")
         with self._guard:
             self._add(self.ptr, sampler)
         return self

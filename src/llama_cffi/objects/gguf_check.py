@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import mmap
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -400,9 +400,13 @@ def metadata_problem(kv: Mapping[str, object]) -> str | None:
     return f"{arch}.{problem}" if problem else None
 
 
-def check_gguf(path: str | Path) -> None:
+def check_gguf(path: str | Path,
+               overrides: Mapping[str, object] | Iterable[tuple[str, object]] = ()) -> None:
     """Raise :class:`ModelLoadError` if ``path``'s header, metadata or tensor infos
     are invalid in a way llama.cpp would not survive (or no valid file has).
+
+    overrides: metadata values that replace the file's (``kv_overrides``), so
+        that the combination llama.cpp will see is checked.
 
     Reads the file's metadata only; a file that ends early passes (llama.cpp
     refuses it with its own diagnosis). A file that cannot be opened passes too:
@@ -426,6 +430,7 @@ def check_gguf(path: str | Path) -> None:
             try:
                 n_tensors, n_kv = checker.header()
                 checker.key_values(n_kv)
+                checker.kv.update(dict(overrides))
                 checker.metadata()
                 checker.vocabulary()
                 checker.tensors(n_tensors)
