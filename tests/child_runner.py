@@ -139,9 +139,13 @@ def run_parallel(argv: Sequence[str], ids: Sequence[Any], *, workers: int = 2,
 
 
 def child_env(root: os.PathLike[str] | str, **extra: str) -> dict[str, str]:
-    """The environment of a child: ``src`` and the checkout on PYTHONPATH, no
-    gdb backtraces on aborts (they take seconds each)."""
+    """The environment of a child: the llama_cffi this test process imported
+    (installed or ``src``) and the checkout on PYTHONPATH, no gdb backtraces
+    on aborts (they take seconds each)."""
+    import llama_cffi
+
     env = dict(os.environ, GGML_NO_BACKTRACE="1", **extra)
-    paths = [os.path.join(root, "src"), str(root), env.get("PYTHONPATH", "")]
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(llama_cffi.__file__)))
+    paths = [package_parent, str(root), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env

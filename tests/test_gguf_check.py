@@ -74,13 +74,6 @@ def _token_1_is_token_0(layout: Layout) -> tuple[list[tuple[int, str]],
     return [], [(second.offset, 8 + int(second.value), gguf_string(token0).hex())]
 
 
-def _token_type_of_17_is_byte(layout: Layout) -> tuple[list[tuple[int, str]],
-                                                        list[tuple[int, int, str]]]:
-    # token 17 is "!": a BYTE token must read as <0xXX>
-    n = _slot(layout, "array_len", "tokenizer.ggml.token_type")
-    return [(n.offset + 8 + 4 * 17, struct.pack("<i", 6).hex())], []
-
-
 def _output_norm_type(ggml_type: int) -> Edit:
     def edit(layout: Layout) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
         slot = _slot(layout, "ggml_type", "output_norm.weight")
@@ -99,8 +92,6 @@ CRASH_CASES: list[tuple[str, Edit, str]] = [
     ("uncaught std::out_of_range in byte_to_token while tokenizing",
      _replace_string("tokenizer.ggml.model", b"llama"),
      r"SentencePiece vocabulary .* has no byte token <0x00>"),
-    ("uncaught std::out_of_range in token_to_byte while detokenizing",
-     _token_type_of_17_is_byte, r"token 17 \('!'\) has type BYTE but is not of the form"),
     ("GGML_ASSERT eps >= 0 in rms_norm at decode",
      _set("value", "llama.attention.layer_norm_rms_epsilon", -1.0),
      r"layer_norm_rms_epsilon is -1\.0; a norm epsilon must be finite and >= 0"),

@@ -121,11 +121,8 @@ class _Checker:
         """Scalar values, strings and numeric arrays (up to 1024 elements) by key."""
         self.array_start = 0
         """Where the elements of the array being read start."""
-        self.tokens: list[bytes] | None = None
+        self.tokens: set[bytes] | None = None
         """The vocabulary's token strings (an empty one named as llama.cpp does)."""
-        self.token_set: set[bytes] = set()
-        self.token_types: tuple[int, int] | None = None
-        """(offset, count) of the int32 ``tokenizer.ggml.token_type`` array."""
 
     def fail(self, detail: str) -> NoReturn:
         raise ModelLoadError(f"invalid GGUF file {self.path}: {detail}")
@@ -190,8 +187,6 @@ class _Checker:
             return
         width = struct.calcsize(SCALAR_FORMAT[etype])
         r.need(n * width)
-        if key == "tokenizer.ggml.token_type" and etype == T_INT32:
-            self.token_types = (r.pos, n)
         if n <= 1024:
             fmt = "<" + SCALAR_FORMAT[etype][1] * n
             self.kv[key] = list(struct.unpack_from(fmt, r.buf, r.pos))
@@ -207,8 +202,8 @@ class _Checker:
         r = self.r
         buf, pos, size = r.buf, r.pos, r.size
         length = _U64.unpack_from
-        words: list[bytes] = []
-        keep = words.append
+        words: set[bytes] = set()
+        keep = words.add
         for i in range(n):
             if pos + 8 > size:
                 raise _EndOfFile
@@ -221,8 +216,7 @@ class _Checker:
         r.pos = pos
         if unique is not None:
             self.tokens = words
-            self.token_set = set(words)
-            if len(self.token_set) != n:
+            if len(words) != n:
                 self.repeated(unique, n)
 
     def repeated(self, key: str, n: int) -> None:
@@ -243,34 +237,19 @@ class _Checker:
     # -- what llama.cpp's loaders assert on --------------------------------------
 
     def vocabulary(self) -> None:
-        """What llama.cpp's tokenizers trust about the vocabulary.
-
-        * A SentencePiece vocabulary (``tokenizer.ggml.model = "llama"``) falls
-          back to the byte tokens ``<0x00>``..``<0xFF>`` for text it has no token
-          for; without them llama.cpp throws an uncaught ``std::out_of_range``
-          (the process ends) on the first such character.
-        * A token of type BYTE is decoded from its text ``<0xXX>``; one shorter
-          than 3 bytes makes llama.cpp throw the same way when it is detokenized.
-        """
-        if self.tokens is None:
+        """What llama.cpp's tokenizers trust about the vocabulary: a SentencePiece
+        vocabulary (``tokenizer.ggml.model = "llama"``) falls back to the byte
+        tokens ``<0x00>``..``<0xFF>`` for text it has no token for; without them
+        llama.cpp throws an uncaught ``std::out_of_range`` (the process ends) on
+        the first such character."""
+        tokens = self.tokens
+        if tokens is None or self.kv.get("tokenizer.ggml.model") != "llama":
             return
-        if self.kv.get("tokenizer.ggml.model") == "llama":
-            for b in range(256):
-                if b"<0x%02X>" % b not in self.token_set and bytes([b]) not in self.token_set:
-                    self.fail(f"the SentencePiece vocabulary (tokenizer.ggml.model 'llama') has "
-                              f"no byte token <0x{b:02X}>: llama.cpp's tokenizer needs the 256 "
-                              f"byte tokens <0x00>..<0xFF> to encode text outside the vocabulary")
-        if self.token_types is None:
-            return
-        pos, n = self.token_types
-        raw = bytes(self.r.buf[pos:pos + 4 * min(n, len(self.tokens))])
-        byte_type = struct.pack("<i", 6)  # LLAMA_TOKEN_TYPE_BYTE
-        at = raw.find(byte_type)
-        while at != -1:
-            if at % 4 == 0 and len(self.tokens[at // 4]) < 3:
-                self.fail(f"token {at // 4} ({_text(self.tokens[at // 4])!r}) has type BYTE but "
-                          f"is not of the form <0xXX>")
-            at = raw.find(byte_type, at + 1)
+        for b in range(256):
+            if b"<0x%02X>" % b not in tokens and bytes([b]) not in tokens:
+                self.fail(f"the SentencePiece vocabulary (tokenizer.ggml.model 'llama') has "
+                          f"no byte token <0x{b:02X}>: llama.cpp's tokenizer needs the 256 "
+                          f"byte tokens <0x00>..<0xFF> to encode text outside the vocabulary")
 
     def metadata(self) -> None:
         """The values llama.cpp's model loader checks with GGML_ASSERT (which
