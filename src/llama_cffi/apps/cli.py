@@ -20,12 +20,14 @@ from ..errors import LlamaError
 from ..objects import registry as models
 from ..objects import rpc
 from ..objects.context import default_threads
-from ..objects.grammar import Grammar
 from ..objects.model import Model
-from ..objects.params import ContextParams, ModelParams, SamplingParams, SpeculativeParams
-from ..objects.params.fields import add_flags, from_args
+from ..objects.params import SamplingParams, SpeculativeParams
+from ..objects.params.fields import from_args
 from ..objects.system import system_info
 from . import bench
+from .serve import add_serve_parser
+from .flags import (add_context_flags, add_model_flags, add_rpc_servers, add_sampling_flags,
+                    add_speculative_flags, context_params, model_params, sampling_params)
 
 
 def _progress_printer(label: str) -> Callable[[float], bool] | None:
@@ -51,68 +53,6 @@ def _progress_printer(label: str) -> Callable[[float], bool] | None:
 def _status(line: str) -> None:
     if sys.stderr.isatty():
         print(line, file=sys.stderr)
-
-
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (ModelParams: llama_model_params)")
-    g.add_argument("-m", "--model", default=models.DEFAULT_MODEL,
-                   help=f"GGUF path or registry name ({', '.join(models.REGISTRY)}); "
-                        f"default {models.DEFAULT_MODEL}")
-    add_flags(g, ModelParams)
-    g.add_argument("--no-mmap", dest="x_no_mmap", action="store_true",
-                   help="do not memory-map the model (--load-mode none)")
-    g.add_argument("--mlock", dest="x_mlock", action="store_true",
-                   help="keep the model in RAM (--load-mode mmap+mlock)")
-    g.add_argument("--rpc", default=None, metavar="SERVERS",
-                   help="comma-separated host:port of RPC servers to use as devices")
-
-
-def _add_context_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("context (ContextParams: llama_context_params)")
-    add_flags(g, ContextParams)
-
-
-def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sampling (SamplingParams)")
-    add_flags(g, SamplingParams)
-    g.add_argument("--grammar-file", dest="x_grammar_file", default=None, metavar="FILE",
-                   help="file with a GBNF grammar (as --grammar)")
-
-
-def _add_speculative_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("speculative decoding (SpeculativeParams)")
-    add_flags(g, SpeculativeParams)
-
-
-def model_params(a: argparse.Namespace) -> ModelParams:
-    params = from_args(ModelParams, a)
-    if a.x_no_mmap or a.x_mlock:
-        if params.load_mode is not None:
-            raise SystemExit("llama-cffi: error: give either --load-mode or --no-mmap/--mlock")
-        params = params.replace(use_mmap=not a.x_no_mmap, use_mlock=a.x_mlock)
-    return params
-
-
-def context_params(a: argparse.Namespace) -> ContextParams:
-    params = from_args(ContextParams, a)
-    return params if params.n_ctx is not None else params.replace(n_ctx=4096)
-
-
-def sampling_params(a: argparse.Namespace, base: SamplingParams) -> SamplingParams:
-    given = [x for x in (a.grammar, a.x_grammar_file, a.json_schema) if x is not None]
-    if len(given) > 1:
-        raise SystemExit("llama-cffi: error: give only one of --grammar, --grammar-file, "
-                         "--json-schema")
-    params = from_args(SamplingParams, a, base=base)
-    if a.x_grammar_file:
-        params = params.replace(grammar=Grammar.from_file(a.x_grammar_file))
-    return params
-
-
-def _add_rpc_servers(a: argparse.Namespace) -> None:
-    if getattr(a, "rpc", None):
-        for endpoint in a.rpc.split(","):
-            rpc.add_server(endpoint.strip())
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -144,7 +84,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def _load_llm(a: argparse.Namespace) -> LLM:
-    _add_rpc_servers(a)
+    add_rpc_servers(a)
     path = models.resolve(a.model, progress=_status)
     spec = from_args(SpeculativeParams, a)
     if spec.draft_model is not None:
@@ -276,20 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", nargs="?", default=None, help="the prompt (default: read stdin)")
     run.add_argument("--verbose-stats", action="store_true",
                      help="print speeds (and speculative statistics) to stderr at the end")
-    _add_model_flags(run)
-    _add_context_flags(run)
-    _add_sampling_flags(run)
-    _add_speculative_flags(run)
+    add_model_flags(run)
+    add_context_flags(run)
+    add_sampling_flags(run)
+    add_speculative_flags(run)
     run.set_defaults(func=cmd_run)
 
     chat = sub.add_parser("chat", help="talk with a model, using its chat template",
                           description="Interactive multi-turn chat. /bye or Ctrl-D quits; "
                                       "Ctrl-C stops the current reply.")
     chat.add_argument("--system", default=None, help="system prompt")
-    _add_model_flags(chat)
-    _add_context_flags(chat)
-    _add_sampling_flags(chat)
-    _add_speculative_flags(chat)
+    add_model_flags(chat)
+    add_context_flags(chat)
+    add_sampling_flags(chat)
+    add_speculative_flags(chat)
     chat.set_defaults(func=cmd_chat)
 
     info = sub.add_parser("info", help="model facts, chat template and memory estimate")
@@ -339,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("-o", "--output", choices=["md", "json", "jsonl", "csv"], default="md",
                     help="output format (default md)")
     bn.set_defaults(func=cmd_bench)
+
+    add_serve_parser(sub)
 
     sysinfo = sub.add_parser("system-info", help="llama.cpp commit, backends, devices")
     sysinfo.set_defaults(func=cmd_system_info)

@@ -1,0 +1,130 @@
+"""llama-server's own endpoints: /health, /tokenize, /detokenize,
+/apply-template, /props, /slots, /metrics (Prometheus), and model unloading."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import bad_request, from_exception, json_body
+from .metrics import render_metrics
+from .schemas import (DetokenizeRequest, TemplateRequest, TokenizeRequest, _Body,
+                      check_messages)
+from .state import ServerState
+
+
+class LlamaRoutes:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/v1/health", self.health, methods=["GET"]),
+            Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/detokenize", self.detokenize, methods=["POST"]),
+            Route("/apply-template", self.apply_template, methods=["POST"]),
+            Route("/props", self.props, methods=["GET"]),
+            Route("/slots", self.slots, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/models/unload", self.unload, methods=["POST"]),
+        ]
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def tokenize(self, request: Request) -> Response:
+        body = TokenizeRequest.parse(await json_body(request))
+        async with self.state.manager.use(body.model) as lm:
+            vocab = lm.llm.vocab
+            try:
+                tokens = vocab.tokenize(body.content, add_special=body.add_special,
+                                        parse_special=True)
+            except BaseException as exc:
+                raise from_exception(exc, "content") from exc
+            if not body.with_pieces:
+                return JSONResponse({"tokens": tokens})
+            pieces = []
+            for t in tokens:
+                raw = vocab.token_to_piece(t, special=True)
+                try:
+                    piece: Any = raw.decode("utf-8")
+                except UnicodeDecodeError:  # a partial character: its bytes, as llama-server
+                    piece = list(raw)
+                pieces.append({"id": t, "piece": piece})
+            return JSONResponse({"tokens": pieces})
+
+    async def detokenize(self, request: Request) -> Response:
+        body = DetokenizeRequest.parse(await json_body(request))
+        async with self.state.manager.use(body.model) as lm:
+            try:
+                text = lm.llm.vocab.detokenize(body.tokens)
+            except BaseException as exc:
+                raise from_exception(exc, "tokens") from exc
+        return JSONResponse({"content": text})
+
+    async def apply_template(self, request: Request) -> Response:
+        body = TemplateRequest.parse(await json_body(request))
+        messages = check_messages(body.messages)
+        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+        async with self.state.manager.use(body.model) as lm:
+            try:
+                prompt = lm.llm.apply_chat_template(messages, tools=tools)
+            except BaseException as exc:
+                raise from_exception(exc, "messages") from exc
+        return JSONResponse({"prompt": prompt})
+
+    def _model_name(self, request: Request) -> str | None:
+        return request.query_params.get("model") or None
+
+    async def props(self, request: Request) -> Response:
+        async with self.state.manager.use(self._model_name(request)) as lm:
+            llm = lm.llm
+            sampling = {k: _jsonable(v) for k, v in llm.sampling.to_dict().items()}
+            sampling["n_ctx"] = llm.ctx.n_ctx
+            return JSONResponse({
+                "default_generation_settings": {"n_ctx": llm.ctx.n_ctx, "params": sampling},
+                "total_slots": llm.ctx.n_seq_max,
+                "model_alias": lm.entry.name,
+                "model_path": str(llm.model.path),
+                "chat_template": llm.model.chat_template() or "",
+                "modalities": {"vision": False, "audio": False},
+                "build_info": self.state.fingerprint,
+            })
+
+    async def slots(self, request: Request) -> Response:
+        out = []
+        for name, lm in list(self.state.manager.loaded.items()):
+            engine = lm.llm.engine
+            for slot in engine.slots:
+                out.append({"id": slot.seq_id, "model": name, "n_ctx": lm.llm.ctx.n_ctx_seq,
+                            "is_processing": slot.busy, "n_cached_tokens": len(slot.cache)})
+        return JSONResponse(out)
+
+    async def metrics(self, request: Request) -> Response:
+        data, content_type = render_metrics(self.state)
+        return Response(data, media_type=content_type)
+
+    async def unload(self, request: Request) -> Response:
+        body = _Body.parse(await json_body(request))
+        if not body.model:
+            raise bad_request("model is required", "model")
+        unloaded = await self.state.manager.unload(body.model)
+        return JSONResponse({"model": body.model, "unloaded": unloaded})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value):
+        return str(value)
+    text = getattr(value, "text", None)
+    return text if isinstance(text, str) else str(value)
