@@ -414,3 +414,35 @@ ttl = 2
         assert 'llama_cffi_model_unloads_total{model="small",reason="lru"} 1.0' in metrics
         assert 'llama_cffi_model_unloads_total{model="gemma",reason="lru"} 1.0' in metrics
         assert 'llama_cffi_model_loads_total{model="small"} 2.0' in metrics
+
+
+def test_client_disconnect_frees_the_slot(server: Server) -> None:
+    import socket
+    import time
+
+    def cancelled() -> float:
+        metrics = server.get("/metrics")[1]
+        line = next(x for x in metrics.splitlines()
+                    if x.startswith('llama_cffi_requests_cancelled_total{model="smollm"}'))
+        return float(line.split()[-1])
+
+    before = cancelled()
+    body = json.dumps({"model": "smollm", "prompt": "Once upon a time", "max_tokens": 500,
+                       "ignore_eos": True, "temperature": 0}).encode()
+    for stream in (False, True):
+        payload = json.loads(body)
+        payload["stream"] = stream
+        raw = json.dumps(payload).encode()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: "
+                     + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+        deadline = time.monotonic() + 30
+        while not any(s["is_processing"] for s in server.get("/slots")[1]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        sock.close()  # the client goes away mid-generation
+        while any(s["is_processing"] for s in server.get("/slots")[1]):
+            assert time.monotonic() < deadline, "the slot was not freed"
+            time.sleep(0.05)
+    assert cancelled() == before + 2

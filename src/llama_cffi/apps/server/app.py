@@ -157,10 +157,10 @@ def create_app(config: ServerConfig, *, loader: Loader = load_entry) -> Starlett
 
     routes = [*OpenAIRoutes(state).routes(), *LlamaRoutes(state).routes(),
               *OllamaRoutes(state).routes()]
-    middleware = [Middleware(Guard, state=state)]  # type: ignore[arg-type]
+    middleware = [Middleware(Guard, state=state)]
     if config.cors_origins:
         middleware.insert(0, Middleware(
-            CORSMiddleware, allow_origins=list(config.cors_origins),  # type: ignore[arg-type]
+            CORSMiddleware, allow_origins=list(config.cors_origins),
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Api-Key"]))
     handlers: dict[Any, Any] = {ApiError: _api_error, HTTPException: _http_error,

@@ -35,6 +35,7 @@ from typing import Any
 
 from ...errors import LlamaError
 from ...objects.params import ContextParams, ModelParams, SamplingParams, SpeculativeParams
+from ...objects.params.base import _Params
 from ...objects.params.fields import flag_of, from_args
 from .. import flags
 
@@ -64,7 +65,8 @@ def model_flag_parser() -> argparse.ArgumentParser:
     return p
 
 
-_PARAM_CLASSES = (ModelParams, ContextParams, SpeculativeParams, SamplingParams)
+_PARAM_CLASSES: tuple[type[_Params], ...] = (ModelParams, ContextParams, SpeculativeParams,
+                                            SamplingParams)
 
 
 def _flag_names() -> dict[str, str]:
@@ -221,7 +223,7 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> ServerConfig:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))

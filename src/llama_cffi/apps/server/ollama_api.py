@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..._bindings.enums import PoolingType
 from ..._version import __version__
 from ...api import fim
 from ...api.llm import LLM
@@ -488,10 +489,14 @@ class OllamaRoutes:
             if not texts:
                 return [], 0, load
             llm = lm.llm
+            # a model without pooling of its own (a generative one): one vector per
+            # input all the same, the mean of its tokens' (never token vectors)
+            pooling = "mean" if llm.ctx.pooling == PoolingType.NONE else None
             try:
                 count = sum(len(llm.tokenize(x)) for x in texts)
                 vectors = await asyncio.to_thread(
-                    lambda: llm.embed(texts, normalize=normalize, truncate=truncate))
+                    lambda: llm.embed(texts, normalize=normalize, truncate=truncate,
+                                      pooling=pooling))
             except Exception as exc:
                 raise from_exception(exc, "input") from exc
         return [np.asarray(v, dtype=np.float32) for v in vectors], count, load

@@ -105,7 +105,8 @@ class OpenAIRoutes:
         schema = response_schema(body.response_format)
         tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
         choice = body.tool_choice
-        tool_choice: Any = choice.model_dump() if hasattr(choice, "model_dump") else choice
+        tool_choice: Any = choice if choice is None or isinstance(choice, str) \
+            else choice.model_dump()
         if tool_choice not in (None, "none", "auto") and not tools:
             raise bad_request("tool_choice needs tools", "tool_choice")
         if isinstance(tool_choice, dict):

@@ -52,8 +52,8 @@ async def merged(handles: list[RequestHandle]) -> AsyncIterator[tuple[int, str |
     """(index, piece) from several requests as they come; (index, None) when
     request ``index`` has finished. Raises the first request error."""
     if len(handles) == 1:
-        async for piece in handles[0]:
-            yield 0, piece
+        async for text in handles[0]:
+            yield 0, text
         yield 0, None
         return
     queue: asyncio.Queue[tuple[int, str | None, BaseException | None]] = asyncio.Queue()
