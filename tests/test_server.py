@@ -446,3 +446,21 @@ def test_client_disconnect_frees_the_slot(server: Server) -> None:
             assert time.monotonic() < deadline, "the slot was not freed"
             time.sleep(0.05)
     assert cancelled() == before + 2
+
+
+def test_n_choices(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model="smollm", messages=QUESTION, max_tokens=8,
+                                       temperature=1.5, seed=7, n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    texts = [c.message.content for c in r.choices]
+    assert len(set(texts)) > 1  # a seed per choice: not three copies
+    again = client.chat.completions.create(model="smollm", messages=QUESTION, max_tokens=8,
+                                           temperature=1.5, seed=7, n=3)
+    assert [c.message.content for c in again.choices] == texts  # seeded: reproducible
+    streamed = ["", "", ""]
+    for chunk in client.chat.completions.create(model="smollm", messages=QUESTION,
+                                                max_tokens=8, temperature=1.5, seed=7, n=3,
+                                                stream=True):
+        for c in chunk.choices:
+            streamed[c.index] += c.delta.content or ""
+    assert streamed == texts
