@@ -203,6 +203,9 @@ def test_embeddings(client: openai.OpenAI) -> None:
     sims = a @ a.T
     assert sims[0, 1] > sims[0, 2] + 0.2
     assert floats.usage.prompt_tokens > len(texts)
+    # a generative model without pooling of its own: one (mean) vector per input
+    pooled = client.embeddings.create(model="smollm", input=texts[:2], encoding_format="float")
+    assert [len(d.embedding) for d in pooled.data] == [576, 576]
 
 
 def test_models_list(client: openai.OpenAI) -> None:
@@ -271,6 +274,12 @@ BAD_REQUESTS = [
     ("/v1/embeddings", b'{"model": "minilm", "input": "x", "dimensions": 3}', 400,
      "dimensions"),
     ("/v1/nowhere", b"{}", 404, "no endpoint"),
+    ("/v1/chat/completions",
+     b'{"model": "minilm", "messages": [{"role": "user", "content": "x"}]}', 400,
+     "embedding model"),
+    ("/v1/chat/completions",
+     b'{"model": "smollm", "messages": [{"role": "user", "content": [{"type": "image_url", '
+     b'"image_url": {"url": "data:image/png;base64,AAAA"}}]}]}', 400, "projector"),
 ]
 
 

@@ -52,6 +52,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     flags.add_model_flags(p)
+    p.add_argument("--mmproj", default=None, metavar="FILE",
+                   help="multimodal projector GGUF for the model (images/audio in chat)")
     flags.add_context_flags(p)
     flags.add_sampling_flags(p)
     flags.add_speculative_flags(p)

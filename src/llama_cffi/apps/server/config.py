@@ -59,6 +59,8 @@ def model_flag_parser() -> argparse.ArgumentParser:
     """The llama.cpp flags a model takes (``-m`` and every params field's flags)."""
     p = _Parser(prog="model args", add_help=False)
     flags.add_model_flags(p)
+    p.add_argument("--mmproj", default=None, metavar="FILE",
+                   help="multimodal projector GGUF for the model")
     flags.add_context_flags(p)
     flags.add_sampling_flags(p)
     flags.add_speculative_flags(p)
@@ -97,6 +99,8 @@ class ModelEntry:
     sampling: SamplingParams = dataclasses.field(default_factory=SamplingParams)
     """Defaults of every request to this model (a request's fields override them)."""
     rpc: tuple[str, ...] = ()
+    mmproj: str | None = None
+    """A multimodal projector GGUF (``--mmproj``): chat messages may carry images/audio."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -185,9 +189,10 @@ def entry_from_namespace(name: str, a: argparse.Namespace, *,
     if cp.n_ctx is None:
         cp = cp.replace(n_ctx=DEFAULT_N_CTX)
     rpc = tuple(s.strip() for s in (a.rpc or "").split(",") if s.strip())
+    mmproj = getattr(a, "mmproj", None)
     return ModelEntry(name=name, model=str(a.model), aliases=tuple(aliases), ttl=float(ttl),
                       model_params=mp, context_params=cp, speculative=spec, sampling=sp,
-                      rpc=rpc)
+                      rpc=rpc, mmproj=str(mmproj) if mmproj else None)
 
 
 def _route(name: str, settings: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -214,7 +219,7 @@ def _route(name: str, settings: Mapping[str, Any]) -> tuple[dict[str, Any], ...]
     return out
 
 
-_MODEL_KEYS = {"model", "aliases", "ttl", "args"}
+_MODEL_KEYS = {"model", "aliases", "ttl", "args", "mmproj"}
 _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerConfig)} - {"models"}
 
 
@@ -250,6 +255,11 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> ServerConfig:
         model = str(table["model"])
         if not Path(model).is_absolute() and (p.parent / model).exists():
             model = str(p.parent / model)  # relative to the models file
+        if isinstance(table.get("mmproj"), str):
+            mmproj = table["mmproj"]
+            if not Path(mmproj).is_absolute() and (p.parent / mmproj).exists():
+                mmproj = str(p.parent / mmproj)
+            argv = [*argv, "--mmproj", mmproj]
         aliases = table.get("aliases", [])
         if isinstance(aliases, str):
             aliases = [aliases]

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from ...api.chat_template import TemplateError
 from ...errors import (ContextFullError, EngineBusyError, EngineDeadError, GrammarError,
-                       LlamaError, SchemaError, TokenError)
+                       LlamaError, MultimodalError, SchemaError, TokenError)
 from .manager import ModelUnavailableError, UnknownModelError
 
 log = logging.getLogger("llama_cffi.server")
@@ -70,6 +70,8 @@ def from_exception(exc: BaseException, param: str | None = None) -> ApiError:
     if isinstance(exc, TemplateError):
         return ApiError(400, f"the chat template cannot render these messages: {exc}",
                         param=param or "messages")
+    if isinstance(exc, MultimodalError):
+        return ApiError(400, str(exc), param=param or "messages")
     if isinstance(exc, TokenError):
         return ApiError(400, str(exc), param=param)
     if isinstance(exc, (ValueError, TypeError)):

@@ -92,7 +92,9 @@ class LlamaRoutes:
                 "model_alias": lm.entry.name,
                 "model_path": str(llm.model.path),
                 "chat_template": llm.model.chat_template() or "",
-                "modalities": {"vision": False, "audio": False},
+                "modalities": {
+                    "vision": bool(llm.projector and llm.projector.supports_vision),
+                    "audio": bool(llm.projector and llm.projector.supports_audio)},
                 "build_info": self.state.fingerprint,
             })
 

@@ -48,7 +48,7 @@ def load_entry(entry: ModelEntry) -> LLM:
     if spec.draft_model is not None:
         spec = spec.replace(draft_model=str(registry.resolve(spec.draft_model)))
     return LLM(path, model_params=entry.model_params, context_params=entry.context_params,
-               speculative=spec, sampling=entry.sampling)
+               speculative=spec, sampling=entry.sampling, mmproj=entry.mmproj)
 
 
 @dataclass

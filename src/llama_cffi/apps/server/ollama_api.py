@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..._bindings.enums import PoolingType
@@ -198,6 +198,7 @@ class OllamaRoutes:
             Route("/api/generate", e(self.generate), methods=["POST"]),
             Route("/api/embed", e(self.embed), methods=["POST"]),
             Route("/api/embeddings", e(self.embeddings), methods=["POST"]),
+            Route("/", self.root, methods=["GET", "HEAD"]),
         ]
 
     # -- models --------------------------------------------------------------------------
@@ -244,6 +245,21 @@ class OllamaRoutes:
                           "parameter_size": "", "quantization_level": ""})
         return card
 
+    async def root(self, request: Request) -> Response:
+        """What clients that probe an Ollama server's root expect: a 200."""
+        return PlainTextResponse("llama-cffi is running (OpenAI and Ollama APIs)")
+
+    async def _require(self, entry: ModelEntry, capability: str, name: str) -> None:
+        """A 400 if the model's file says it cannot do ``capability``
+        (``completion``: chat and generate on an embedding model)."""
+        path = await asyncio.to_thread(self._path, entry)
+        if path is None:
+            return
+        summary = await asyncio.to_thread(info.gguf_summary, path)
+        if capability not in info.capabilities(summary):
+            raise bad_request(f"\"{name}\" does not support {capability} (it is an embedding "
+                              "model: use /api/embed)", "model")
+
     async def version(self, request: Request) -> Response:
         return JSONResponse({"version": OLLAMA_API_VERSION, "llama_cffi": __version__})
 
@@ -263,8 +279,8 @@ class OllamaRoutes:
                     else dt.datetime.fromtimestamp(now_wall + (expires - now_mono),
                                                    dt.timezone.utc))
             model = lm.llm.model
-            vram = sum(n for buf, n in model.buffers.items()
-                       if not buf.upper().startswith("CPU"))
+            vram = sum(n for buf, n in model.buffers.items()  # device buffers, not host ones
+                       if not buf.upper().startswith("CPU") and not buf.endswith("_Host"))
             card.update(size=model.size, size_vram=vram, expires_at=info.rfc3339(when),
                         context_length=lm.llm.ctx.n_ctx)
             del card["modified_at"]
@@ -274,7 +290,7 @@ class OllamaRoutes:
     async def show(self, request: Request) -> Response:
         body = ShowBody.parse(await json_body(request))
         entry = self._entry(body.model_name)
-        path = self._path(entry)
+        path = await asyncio.to_thread(self._path, entry)
         if path is None:
             raise ApiError(404, f"model '{body.model_name}' has no file here yet (a registry "
                                 "model is fetched on its first request)", param="model")
@@ -367,6 +383,7 @@ class OllamaRoutes:
         if not body.messages:
             return await self._load_or_unload(
                 name, entry, keep, {"message": {"role": "assistant", "content": ""}})
+        await self._require(entry, "completion", name)
         messages = _chat_messages(body.messages)
         tools = _checked_tools(body.tools)
         schema = format_schema(body.format)
@@ -379,7 +396,7 @@ class OllamaRoutes:
             return llm.tokenize(plan.prompt), plan.sampling, plan
 
         run = await self._start(entry, keep, started, prepare)
-        if body.stream:
+        if body.stream is not False:
             return HeldStreamingResponse(self._chat_lines(name, run), media_type=NDJSON,
                                          cleanup=run.stack, handles=[run.handle])
         async with run.stack:
@@ -424,6 +441,7 @@ class OllamaRoutes:
             raise bad_request("images are not supported by this server", "images")
         if not body.prompt and not body.suffix and not body.context:
             return await self._load_or_unload(name, entry, keep, {"response": ""})
+        await self._require(entry, "completion", name)
         schema = format_schema(body.format)
 
         def prepare(llm: LLM) -> tuple[list[int], SamplingParams, None]:
@@ -431,7 +449,7 @@ class OllamaRoutes:
             return self._generate_tokens(llm, body, sp), sp, None
 
         run = await self._start(entry, keep, started, prepare)
-        if body.stream:
+        if body.stream is not False:
             return HeldStreamingResponse(self._generate_lines(name, run), media_type=NDJSON,
                                          cleanup=run.stack, handles=[run.handle])
         async with run.stack:

@@ -82,7 +82,8 @@ class OllamaBody(BaseModel):
 
 
 class _Generate(OllamaBody):
-    stream: bool = True
+    stream: bool | None = True
+    """NDJSON streaming, on unless false (null too means on, as in Ollama)."""
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     think: bool | str | None = None

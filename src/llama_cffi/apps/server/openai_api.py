@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..._bindings.enums import PoolingType
 from ...engine.request import RequestHandle
 from ...engine.results import Completion
 from ...objects.params import SamplingParams
@@ -121,6 +122,7 @@ class OpenAIRoutes:
         await stack.__aenter__()
         try:
             lm = await stack.enter_async_context(self.state.manager.use(body.model))
+            self.state.check_generates(lm)
             kw = sampling_kwargs(body, cap=self.state.config.max_tokens_cap,
                                  default_max=lm.llm.sampling.max_tokens)
             if body.logprobs:
@@ -128,10 +130,11 @@ class OpenAIRoutes:
             if schema is not None:
                 kw["json_schema"] = schema
             sp = make_sampling(lm.llm.sampling, kw)
-            plan = chat_tools.plan(lm.llm, messages, sp, tools, tool_choice)
+            plan = chat_tools.plan(lm.llm, messages, sp, tools, tool_choice,
+                                   body.chat_template_kwargs)
             handles = submit_all(body.n, lambda i: lm.llm.submit(
                 plan.prompt, _seeded(plan.sampling, i), timeout=self.state.config.request_timeout,
-                add_special=True))
+                **plan.submit_kwargs()))
         except BaseException as exc:
             await stack.aclose()
             raise from_exception(exc) from exc
@@ -218,6 +221,7 @@ class OpenAIRoutes:
         await stack.__aenter__()
         try:
             lm = await stack.enter_async_context(self.state.manager.use(body.model))
+            self.state.check_generates(lm)
             kw = sampling_kwargs(body, cap=self.state.config.max_tokens_cap,
                                  default_max=16 if lm.llm.sampling.max_tokens < 0
                                  else lm.llm.sampling.max_tokens)
@@ -318,7 +322,11 @@ class OpenAIRoutes:
                 texts = [x if isinstance(x, str) else llm.vocab.detokenize(list(x))
                          for x in items]
                 counts = [len(llm.tokenize(t)) for t in texts]
-                vectors = await _in_thread(lambda: llm.embed(texts, truncate=False))
+                # a model without pooling of its own (a generative one): the mean of
+                # its tokens' vectors, one vector per input as OpenAI's shape has it
+                pooling = "mean" if llm.ctx.pooling == PoolingType.NONE else None
+                vectors = await _in_thread(lambda: llm.embed(texts, truncate=False,
+                                                             pooling=pooling))
             except BaseException as exc:
                 raise from_exception(exc, "input") from exc
         data = []

@@ -24,7 +24,7 @@ SAMPLING_NAMES = SamplingParams.field_names() | frozenset(SamplingParams.ALIASES
 IGNORED = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls",
                      "cache_prompt", "id_slot", "n_keep", "t_max_predict_ms",
                      "t_max_prompt_ms", "return_tokens", "timings_per_token", "prediction",
-                     "modalities", "reasoning_effort", "chat_template_kwargs", "keep_alive",
+                     "modalities", "reasoning_effort", "keep_alive",
                      "post_sampling_probs", "response_fields", "lora", "n_cmpl",
                      "n_indent", "typical"})
 
@@ -119,6 +119,8 @@ class ChatRequest(_Generation):
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Extra variables for the chat template (llama-server's field)."""
 
 
 class CompletionRequest(_Generation):

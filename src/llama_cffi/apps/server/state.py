@@ -9,7 +9,9 @@ from typing import Any
 from ..._version import __version__
 from ...objects.system import system_info
 from .config import ServerConfig
-from .manager import ModelManager, UnknownModelError
+from .errors import ApiError
+from .manager import LoadedModel, ModelManager, UnknownModelError
+from .ollama_info import EMBEDDING_ARCHS
 
 
 class ServerState:
@@ -43,6 +45,16 @@ class ServerState:
                             "n_ctx": lm.llm.ctx.n_ctx, "n_parallel": lm.llm.ctx.n_seq_max}
             card["status"]["loaded_at"] = int(lm.loaded_at)
         return card
+
+    def check_generates(self, lm: LoadedModel) -> None:
+        """A 400 for generation requests to an embedding model (BERT and the like,
+        or any model whose GGUF declares a pooling type)."""
+        model = lm.llm.model
+        arch = model.architecture or ""
+        pooling = model.meta(f"{arch}.pooling_type")
+        if arch in EMBEDDING_ARCHS or pooling not in (None, "0"):
+            raise ApiError(400, f"model {lm.entry.name!r} is an embedding model ({arch}): use "
+                                "/v1/embeddings", param="model", code="model_not_generative")
 
     def manager_lookup_error(self, name: str) -> UnknownModelError:
         known = ", ".join(n for e in self.config.models for n in e.names)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...api import multimodal as _mm
 from ...api import tool_calls as tc
 from ...api import tool_choice as tchoice
 from ...api.llm import LLM
@@ -26,6 +27,11 @@ class ChatPlan:
     sampling: SamplingParams
     family: str | None
     """The tool-call format of the model's template (None: no tools in play)."""
+    media: list[Any]
+    """Images/audio of the messages, in prompt order (their markers are in ``prompt``)."""
+
+    def submit_kwargs(self) -> dict[str, Any]:
+        return {"media": self.media} if self.media else {}
 
     @property
     def buffers_text(self) -> bool:
@@ -43,13 +49,17 @@ class ChatPlan:
 
 
 def plan(llm: LLM, messages: Sequence[Mapping[str, Any]], sp: SamplingParams,
-         tools: list[dict[str, Any]] | None, tool_choice: Any) -> ChatPlan:
-    """How to run a chat request (``tool_choice`` as OpenAI sends it)."""
+         tools: list[dict[str, Any]] | None, tool_choice: Any,
+         template_kwargs: Mapping[str, Any] | None = None) -> ChatPlan:
+    """How to run a chat request (``tool_choice`` as OpenAI sends it). Media
+    parts must be data URLs (a server does not read its own files for clients)."""
+    messages, media = _mm.split(llm, messages, allow_files=False)
     prepared = tchoice.prepare_chat(llm.model, messages, tools=tools,
-                                    tool_choice=tool_choice if tools else None)
+                                    tool_choice=tool_choice if tools else None,
+                                    **dict(template_kwargs or {}))
     if prepared.grammar is not None:
         if sp.grammar is not None or sp.json_schema is not None:
             raise ValueError("tool_choice constrains the reply with its own grammar: give "
                              "grammar/json_schema/response_format or forced tools, not both")
         sp = sp.replace(grammar=prepared.grammar)
-    return ChatPlan(prepared.prompt, sp, prepared.family)
+    return ChatPlan(prepared.prompt, sp, prepared.family, list(media))
