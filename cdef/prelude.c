@@ -10,6 +10,10 @@
 #include "ggml-rpc.h"
 #endif
 #include "llama.h"
+#ifdef LLAMA_CFFI_HAVE_MTMD
+#include "mtmd.h"
+#include "mtmd-helper.h"
+#endif
 
 #ifndef LLAMA_CFFI_VERSION
 #error "LLAMA_CFFI_VERSION must be defined by the build"

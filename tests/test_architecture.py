@@ -23,7 +23,11 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "llama_cffi"
 ROOT = SRC if SRC.is_dir() else PKG
 
 RANKS = {"errors": 0, "_version": 0, "_llama": 1, "_bindings": 1, "objects": 2,
-         "engine": 3, "api": 4, "apps": 5, "__init__": 6, "__main__": 6}
+         "engine": 3, "api": 4, "apps": 5, "compat": 5, "__init__": 6, "__main__": 6,
+         "raw": 6}
+# Public modules that re-export ``lib`` for users (an import, never a call of it).
+LIB_REEXPORTS = {"raw"}
+# compat (llama-cpp-python's API over LLM) is an application of the API, as apps are
 MAX_LINES = 620
 
 
@@ -173,7 +177,8 @@ def _uses_lib(path: Path) -> list[int]:
 
 
 def test_only_the_binding_layer_calls_lib() -> None:
-    offenders = {m: _uses_lib(p) for m, p in MODULES.items() if not m.startswith("_bindings")}
+    offenders = {m: _uses_lib(p) for m, p in MODULES.items()
+                 if not m.startswith("_bindings") and m not in LIB_REEXPORTS}
     offenders = {m: lines for m, lines in offenders.items() if lines}
     assert not offenders, f"modules outside _bindings that use lib (module: lines): {offenders}"
 
@@ -188,3 +193,13 @@ def test_the_lib_finder_finds_lib(tmp_path: Path) -> None:
 def test_module_size(name: str) -> None:
     n = len(MODULES[name].read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{name} has {n} lines; split it (at most about 600)"
+
+
+def test_lib_reexports_only_import_it() -> None:
+    """``llama_cffi.raw`` hands ``lib`` to users; it must not call it itself."""
+    for name in LIB_REEXPORTS:
+        tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+        uses = [n.lineno for n in ast.walk(tree)
+                if isinstance(n, (ast.Name, ast.Attribute)) and
+                (getattr(n, "id", None) == "lib" or getattr(n, "attr", None) == "lib")]
+        assert not uses, f"{name} uses lib beyond importing it (lines {uses})"

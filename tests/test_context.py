@@ -175,6 +175,34 @@ def test_memory_operations(smollm2: lc.Model) -> None:
             ctx.seq_pos_max(3)
 
 
+def test_seq_cp_per_kv_stream_and_unified(smollm2: lc.Model) -> None:
+    tokens = smollm2.vocab.tokenize(PROMPT)
+    n = len(tokens)
+    # one KV stream per sequence: llama.cpp copies whole streams only (a range
+    # would hit its GGML_ASSERT); the copy continues exactly like the original
+    with smollm2.context(n_ctx=512, n_seq_max=2, kv_unified=False) as ctx:
+        assert ctx.split_kv and ctx.n_ctx_seq < ctx.n_ctx
+        ctx.eval_tokens(tokens, 0, seq_id=0)
+        with pytest.raises(ValueError, match="only whole sequences"):
+            ctx.seq_cp(0, 1, 0, n - 2)
+        assert ctx.seq_pos_max(1) == -1  # nothing was copied
+        ctx.seq_cp(0, 1)
+        assert (ctx.seq_pos_min(1), ctx.seq_pos_max(1)) == (0, n - 1)
+        batch = lc.Batch(2)
+        nxt = smollm2.vocab.tokenize(" the", add_special=False)[0]
+        batch.add(nxt, n, (0,), True)
+        batch.add(nxt, n, (1,), True)
+        ctx.decode(batch)
+        np.testing.assert_allclose(ctx.logits(1), ctx.logits(0), rtol=0, atol=1e-4)
+        batch.close()
+    # one shared stream: any range of positions can be shared
+    with smollm2.context(n_ctx=512, n_seq_max=2, kv_unified=True) as ctx:
+        assert not ctx.split_kv
+        ctx.eval_tokens(tokens, 0, seq_id=0)
+        ctx.seq_cp(0, 1, 0, 3)
+        assert (ctx.seq_pos_min(1), ctx.seq_pos_max(1)) == (0, 2)
+
+
 def test_context_shift_keeps_generating(smollm2: lc.Model) -> None:
     with smollm2.context(n_ctx=256) as ctx:
         tokens = smollm2.vocab.tokenize("Once upon a time " * 40)
@@ -231,6 +259,51 @@ def test_rope_and_thread_parameters(smollm2_path: Path) -> None:
             assert (ctx.n_threads, ctx.n_threads_batch) == (2, 2)
             ctx.set_threads(1, 1)
             assert (ctx.n_threads, ctx.n_threads_batch) == (1, 1)
+
+
+ROPE_SETTINGS = {  # ContextParams fields, and the same settings as llama.cpp's flags
+    "linear-x2": ({"rope_scaling": "linear", "rope_freq_scale": 0.5},
+                  ["--rope-scaling", "linear", "--rope-freq-scale", "0.5"]),
+    "yarn-x2": ({"rope_scaling": "yarn", "rope_freq_scale": 0.5},
+                ["--rope-scaling", "yarn", "--rope-freq-scale", "0.5"]),
+    "yarn-x2-no-ext": ({"rope_scaling": "yarn", "rope_freq_scale": 0.5, "yarn_ext_factor": 0.0},
+                       ["--rope-scaling", "yarn", "--rope-freq-scale", "0.5",
+                        "--yarn-ext-factor", "0"]),
+    "freq-base": ({"rope_freq_base": 10000.0}, ["--rope-freq-base", "10000"]),
+}
+ROPE_PROMPT = "Once upon a time, in a small village by the sea,"
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("name", list(ROPE_SETTINGS))
+def test_rope_settings_match_llama_completion(name: str, smollm2_path: Path,
+                                             tools_dir: Path) -> None:
+    """Greedy text under each RoPE setting equals llama-completion's with the
+    same flags (a setting that did not reach llama.cpp, or reached another
+    field, gives the unscaled text or another one)."""
+    import subprocess
+
+    params, flags = ROPE_SETTINGS[name]
+
+    def ours(**kw: object) -> bytes:
+        with lc.Model(smollm2_path) as model:  # YaRN rewrites the model's n_ctx_train
+            tokens = model.vocab.tokenize(ROPE_PROMPT)
+            with model.context(n_ctx=256, n_threads=2, **kw) as ctx, \
+                    lc.SamplerChain([lc.sampling.greedy()]) as chain:
+                out = list(lc.Generation(ctx, chain, tokens, max_tokens=16))
+            assert len(out) == 16
+            return b"".join(model.vocab.token_to_piece(t) for t in out)
+
+    proc = subprocess.run(
+        [str(tools_dir / "llama-completion"), "-m", str(smollm2_path), "-p", ROPE_PROMPT,
+         "-n", "16", "--temp", "0", "-no-cnv", "--no-display-prompt", "-c", "256", "-t", "2",
+         "--no-warmup", *flags],
+        capture_output=True, stdin=subprocess.DEVNULL, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    reference = proc.stdout.rstrip(b"\n")  # the tool ends its output with newlines
+    scaled = ours(**params)
+    assert scaled.rstrip(b"\n") == reference
+    assert scaled != ours(), "the setting changed nothing: the comparison proves nothing"
 
 
 def test_abort_callback(smollm2: lc.Model) -> None:

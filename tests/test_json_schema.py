@@ -110,7 +110,7 @@ def check_formats(value: object, schema: dict[str, Any]) -> None:
                 uuid.UUID(v)
 
 
-def generate(model: lc.Model, schema: dict[str, Any], temperature: float, seed: int,
+def generate(model: lc.Model, schema: dict[str, Any] | bool, temperature: float, seed: int,
              prompt: str = PROMPT, **options: Any) -> str:
     grammar = lc.Grammar.from_json_schema(schema, **options)
     with model.context(n_ctx=1024) as ctx, lc.SamplerChain.from_params(
@@ -165,18 +165,30 @@ def test_recursive_schema_accepts_nested_documents(smollm2: lc.Model) -> None:
         feed(smollm2, grammar, json.dumps({"label": "a", "children": [{"name": "x"}]}))
 
 
+ANY_JSON_GOOD = ['{"name": "Tom", "age": 3}', '[1, 2.5, -3e2, 0.5E-1, true, false, null]',
+                 '"a \\"quoted\\" word \\u00e9"', "0", "-12", "{}", "[]", '""',
+                 '{"a": {"b": [1, {"c": null}]}, "d": []}']
+ANY_JSON_BAD = ['{"name": "Tom",}', "[1, 2,]", "{name: 1}", "'single'", "01", "tru", '{"a" 1}',
+                "[1 2]", '"unterminated', "+1", "nul", '{"a": 1}}', "[", "1.", ".5", '"\\q"']
+
+
 def test_any_json_mode(smollm2: lc.Model) -> None:
     grammar = lc.Grammar.any_json()
-    with smollm2.context(n_ctx=1024) as ctx, lc.SamplerChain.from_params(
-            smollm2, temperature=0, grammar=grammar) as chain:
-        stream = lc.TextStream(smollm2.vocab)
-        prompt = smollm2.vocab.tokenize('A JSON object describing a cat: {"name": "Tom", "age"')
-        gen = lc.Generation(ctx, chain, prompt, max_tokens=200)
-        text = "".join(stream.add(t) for t in gen) + stream.flush()
-    if gen.finish_reason == "stop":
+    # llama.cpp's grammar engine running the grammar accepts what Python's json
+    # module parses, and refuses what it refuses
+    for text in ANY_JSON_GOOD:
         json.loads(text)
-    else:  # the model may run on; what it produced is still a JSON prefix
-        assert text.lstrip()[:1] in '{["-0123456789tfn'
+        assert matches(smollm2, grammar, text), text
+    for text in ANY_JSON_BAD:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
+        assert not matches(smollm2, grammar, text), text
+    # generation under it ends with a complete JSON document (prompts on which
+    # this model ends its document at temperature 0)
+    for prompt in (PROMPT, "A cat as JSON:\n"):
+        text = generate(smollm2, True, 0.0, 1, prompt=prompt)  # asserts it stopped
+        assert isinstance(json.loads(text), dict), text
+        assert matches(smollm2, grammar, text), text
 
 
 @pytest.mark.parametrize("schema, keyword", [
@@ -184,11 +196,9 @@ def test_any_json_mode(smollm2: lc.Model) -> None:
     ({"type": "object", "patternProperties": {"^a": {}}}, "patternProperties"),
     ({"type": "array", "uniqueItems": True}, "uniqueItems"),
     ({"type": "number", "multipleOf": 3}, "multipleOf"),
-    ({"type": "string", "format": "email"}, "email"),
     ({"$ref": "other-schema.json#/$defs/x"}, "local $ref"),
     ({"$ref": "#/$defs/missing"}, "points to nothing"),
     ({"type": "integer", "minimum": 10, "maximum": 1}, "larger than maximum"),
-    ({"type": "string", "pattern": "abc"}, "anchored"),
     ({"type": "string", "pattern": "^(?=a)b$"}, "lookaround"),
     ({"type": "number", "minimum": 0.5}, "integer-valued"),
     ("{not json", "not valid JSON"),
@@ -433,3 +443,60 @@ def test_dot_unicode_escapes_exclude_exactly_the_line_terminators() -> None:
     refused_upper = {f"{n:04X}" for n in range(0x10000) if not rx.fullmatch(f"{n:04X}")}
     assert refused == {"000a", "000d", "2028", "2029"}
     assert refused_upper == {"000A", "000D", "2028", "2029"}
+
+
+# -- forms llama.cpp's converter accepts (vendor/llama.cpp/tests/test-json-schema-to-grammar.cpp)
+
+ACCEPTED_FORMS: list[tuple[str, dict[str, Any], list[Any], list[Any]]] = [
+    # name, schema, documents llama.cpp's grammar engine must accept, and must refuse
+    ("items-as-list-tuple", {"type": "array", "items": [{"type": "integer"}, {"type": "string"}]},
+     [[1, "a"]], [[1], [1, 2], [1, "a", "b"]]),
+    ("prefixItems-then-items", {"type": "array", "prefixItems": [{"type": "integer"}],
+                                "items": {"type": "string"}, "maxItems": 3},
+     [[1], [1, "a"], [1, "a", "b"]], [[], ["a"], [1, 2], [1, "a", "b", "c"]]),
+    ("ref-into-properties", {"type": "object", "properties": {
+        "a": {"type": "integer", "minimum": 0, "maximum": 9}, "b": {"$ref": "#/properties/a"}},
+        "required": ["a", "b"]}, [{"a": 1, "b": 2}], [{"a": 1, "b": 10}]),
+    ("allOf-of-enums", {"allOf": [{"enum": ["a", "b", "c"]}, {"enum": ["b", "c", "d"]}]},
+     ["b", "c"], ["a", "d"]),
+    ("allOf-enum-and-const", {"allOf": [{"enum": [1, 2, 3]}, {"const": 2}]}, [2], [1, 3]),
+    ("unanchored-pattern", {"type": "string", "pattern": "[0-9]{3}"},
+     ["123", "ab123", "x1234y"], ["12", "abc"]),
+    ("start-anchored-pattern", {"type": "string", "pattern": "^ab"}, ["ab", "abc!"], ["xab"]),
+    ("end-anchored-pattern", {"type": "string", "pattern": "ab$"}, ["ab", "xxab"], ["abx"]),
+    ("other-format-is-an-annotation", {"type": "string", "format": "email"},
+     ["a@b.c", "anything"], [1]),
+]
+
+
+@pytest.mark.parametrize("name, schema, good, bad", ACCEPTED_FORMS,
+                         ids=[f[0] for f in ACCEPTED_FORMS])
+def test_forms_llama_cpp_accepts_are_accepted_and_exact(name: str, schema: dict[str, Any],
+                                                        good: list[Any], bad: list[Any],
+                                                        smollm2: lc.Model) -> None:
+    grammar = lc.Grammar.from_json_schema(schema)
+    for doc in good:
+        tuple_form = isinstance(schema.get("items"), list)  # draft 7's form of prefixItems
+        validator = jsonschema.Draft7Validator if tuple_form else jsonschema.Draft202012Validator
+        validator(schema).validate(doc)  # the cases themselves are right
+        assert matches(smollm2, grammar, json.dumps(doc)), doc
+    for doc in bad:
+        assert not matches(smollm2, grammar, json.dumps(doc)), doc
+
+
+def test_allof_enums_without_common_value_is_refused() -> None:
+    with pytest.raises(lc.SchemaError, match="no value in common"):
+        to_gbnf({"allOf": [{"enum": ["a"]}, {"enum": ["b"]}]})
+
+
+def test_json_schema_true_means_an_object(smollm2_path: Any) -> None:
+    # llama-cpp-python's response_format json_object: a JSON object, never a bare value
+    assert lc.SamplingParams(json_schema=True).json_schema == {"type": "object"}
+    with lc.LLM(smollm2_path, n_ctx=512) as llm:
+        for seed in (1, 2):
+            c = llm.complete("The answer is 42. JSON:", json_schema=True, max_tokens=60,
+                             temperature=1.0, seed=seed)
+            if c.finish_reason in ("stop", "grammar"):
+                assert isinstance(json.loads(c.text), dict)
+            else:
+                assert c.text.lstrip().startswith("{")

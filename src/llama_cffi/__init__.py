@@ -73,6 +73,8 @@ from .objects.chain import SamplerChain
 from .objects.samplers import Candidates, PythonSampler, Sampler
 from .objects.system import Backend, Device, SystemInfo, devices, system_info
 from .objects.vocab import Vocab
+from .objects.multimodal import Bitmap, MediaPrompt, MultimodalProjector
+from .errors import MediaError, MultimodalError, MultimodalUnavailableError, ProjectorLoadError
 
 __all__ = [
     "__version__",
@@ -90,4 +92,6 @@ __all__ = [
     "InvalidBatchError", "LlamaError", "LoadCancelledError", "ModelFetchError",
     "ModelLoadError", "ModelNotFoundError", "NoKvSlotError", "TokenError",
     "devices", "models", "rpc", "sampling", "system_info",
+    "Bitmap", "MediaPrompt", "MultimodalProjector", "MediaError", "MultimodalError",
+    "MultimodalUnavailableError", "ProjectorLoadError",
 ]

@@ -102,3 +102,20 @@ class EngineBusyError(LlamaError):
 
 class EngineDeadError(LlamaError):
     """The engine thread has stopped (closed, or failed: the cause is attached)."""
+
+
+class MultimodalError(LlamaError):
+    """Images or audio could not be used (libmtmd failed to encode, a text-only model, ...)."""
+
+
+class MultimodalUnavailableError(MultimodalError, NotImplementedError):
+    """This build has no multimodal support (it was built with ``-DLLAMA_CFFI_MTMD=OFF``)."""
+
+
+class ProjectorLoadError(ModelLoadError, MultimodalError):
+    """A multimodal projector (mmproj GGUF) could not be loaded, or does not fit the text model."""
+
+
+class MediaError(MultimodalError, ValueError):
+    """An image or audio input that cannot be used: it does not decode, has the wrong
+    shape or type, or the projector does not take that kind of media."""

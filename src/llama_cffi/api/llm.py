@@ -35,8 +35,14 @@ from ..objects.context import Context
 from ..objects.model import Model
 from ..objects.params import ContextParams, ModelParams, SamplingParams, SpeculativeParams
 from ..objects.params import split_kwargs
-from . import chat_template as _chat
+from . import multimodal as _mm
+from . import processors as _proc
+from . import prompts as _prompts
+from . import state as _state
+from . import tool_choice as _tools
 from .embedding import Embedder
+from .prompt_cache import EngineCache, PromptCache
+from .state import LLMState
 
 DEFAULT_N_CTX = 4096
 DEFAULT_SAMPLING = SamplingParams(max_tokens=256)
@@ -78,6 +84,23 @@ class Stream:
         return self.handle.completion
 
 
+class ChatStream(Stream):
+    """A :class:`Stream` of a chat reply: its ``completion`` carries ``content``
+    and the parsed ``tool_calls``."""
+
+    def __init__(self, handle: RequestHandle, family: str | None) -> None:
+        super().__init__(handle)
+        self._family = family
+        self._finished: Completion | None = None
+
+    @property
+    def completion(self) -> Completion | None:
+        done = self.handle.completion
+        if done is not None and self._finished is None:
+            self._finished = _tools.finish_chat(done, self._family)
+        return self._finished
+
+
 class LLM:
     """A model with one context and the calls most scripts need.
 
@@ -96,6 +119,9 @@ class LLM:
     progress: load-progress callback of the model (see :class:`Model`).
     max_queue: requests that may wait for a free slot before a call raises
         :class:`~llama_cffi.errors.EngineBusyError`.
+    mmproj: a multimodal projector GGUF (``--mmproj``): chat messages may then
+        hold images/audio (see :mod:`~llama_cffi.api.multimodal`);
+        ``mmproj_params`` are :class:`~llama_cffi.MultimodalProjector` keywords.
     kwargs: any field of the four params classes, llama-cpp-python style
         (``n_ctx=8192, n_gpu_layers=-1, type_k="q8_0", temperature=0.2``).
     """
@@ -109,14 +135,18 @@ class LLM:
                  draft_params: Mapping[str, Any] | None = None,
                  draft_context_params: Mapping[str, Any] | None = None,
                  progress: Callable[[float], bool | None] | None = None,
-                 max_queue: int = 256, **kwargs: Any) -> None:
+                 max_queue: int = 256, mmproj: str | os.PathLike[str] | None = None,
+                 mmproj_params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        self.projector: _mm.MultimodalProjector | None = None
+        """The multimodal projector (``mmproj=``), or None."""
+        self.allow_media_files = True
+        """Whether chat image/audio parts may name local files (a server sets False)."""
         model_kw, ctx_kw, spec_kw, sampling_kw = split_kwargs(kwargs)
         mp = ModelParams.from_kwargs(model_params, **model_kw)
         cp = ContextParams.from_kwargs(context_params, **ctx_kw)
         if cp.n_ctx is None:
             cp = cp.replace(n_ctx=DEFAULT_N_CTX)
         self.sampling = SamplingParams.from_kwargs(sampling or DEFAULT_SAMPLING, **sampling_kw)
-        """Default sampling of every call (a call's own settings override it)."""
         proposer: Proposer | None = None
         if isinstance(speculative, str):
             spec_kw.setdefault("spec_type", speculative)
@@ -146,6 +176,9 @@ class LLM:
         self._embedder_key: tuple[Any, ...] | None = None
         self.spec: Proposer | None = None
         try:
+            if mmproj is not None:
+                self.projector = _mm.load_projector(self.model, mmproj, mmproj_params,
+                                                    self.ctx.n_threads_batch)
             self.spec = proposer or self._make_proposer(
                 sp_params, draft_model if isinstance(draft_model, Model) else None,
                 dict(draft_params or {}), dict(draft_context_params or {}))
@@ -155,6 +188,8 @@ class LLM:
         except BaseException:
             if self.spec is not None:
                 self.spec.close()
+            if self.projector is not None:
+                self.projector.close()
             self.ctx.close()
             if self._owns_model:
                 self.model.close()
@@ -198,6 +233,8 @@ class LLM:
         if engine is not None:
             engine.close()  # also closes the speculative proposer
         self.spec = None
+        if self.projector is not None:
+            self.projector.close()
         if self._embedder is not None:
             self._embedder.close()
             self._embedder = None
@@ -215,24 +252,47 @@ class LLM:
 
     def tokenize(self, prompt: str | bytes | Sequence[int], *,
                  add_special: bool = True) -> list[int]:
-        """Token ids of ``prompt`` (text, UTF-8 bytes, or ids, which are checked)."""
-        if isinstance(prompt, bytes):
-            prompt = prompt.decode("utf-8")
-        if isinstance(prompt, str):
-            bos = self.vocab.bos
-            if add_special and bos is not None and self.vocab.add_bos:
-                bos_text = self.vocab.token_to_piece(bos, special=True).decode()
-                if bos_text and prompt.startswith(bos_text):
-                    add_special = False  # the text (a chat template) already has it
-            return self.vocab.tokenize(prompt, add_special=add_special, parse_special=True)
-        return [self.vocab.check_token(t) for t in prompt]
+        """Token ids of ``prompt``: text, UTF-8 bytes (text, as
+        llama-cpp-python's ``tokenize(b"...")``), or ids (checked). Special-token
+        text is parsed; ``add_special`` adds the model's BOS unless the text
+        starts with it."""
+        return _prompts.tokenize(self.vocab, prompt, add_special=add_special)
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """Default sampling of every call (a call's own settings override it per
+        field). Settable: ``llm.sampling = SamplingParams(temperature=0.2)`` or a
+        mapping of fields applied on top of the library defaults
+        (``llm.sampling = {"temperature": 0.2, "max_tokens": 512}``)."""
+        return self._sampling
+
+    @sampling.setter
+    def sampling(self, value: SamplingParams | Mapping[str, Any]) -> None:
+        if isinstance(value, Mapping):
+            value = SamplingParams.from_kwargs(DEFAULT_SAMPLING, **value)
+        if not isinstance(value, SamplingParams):
+            raise TypeError(f"sampling must be a SamplingParams (or a mapping of its fields), "
+                            f"got {type(value).__name__}")
+        self._sampling = value
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], *,
                             template: str | None = None, add_generation_prompt: bool = True,
-                            tools: Sequence[Mapping[str, Any]] | None = None) -> str:
-        """The prompt text the model's chat template makes of ``messages``."""
-        return _chat.render_for_model(self.model, messages, template=template,
-                                      add_generation_prompt=add_generation_prompt, tools=tools)
+                            tools: Sequence[Mapping[str, Any]] | None = None,
+                            tool_choice: Any = None, **template_kwargs: Any) -> str:
+        """The prompt text the model's chat template makes of ``messages`` (the
+        prompt :meth:`chat` sends with the same arguments).
+
+        template: Jinja text, a llama.cpp format name (``"chatml"``) or a
+            llama-cpp-python ``chat_format`` name (``"llama-2"``); default the
+            model's own (``--chat-template``). An unknown name raises
+            TemplateError listing the known ones.
+        template_kwargs: extra template variables (``--chat-template-kwargs``,
+            e.g. ``enable_thinking=False``).
+        """
+        return _tools.prepare_chat(self.model, messages, template=template, tools=tools,
+                                   tool_choice=tool_choice,
+                                   add_generation_prompt=add_generation_prompt,
+                                   **template_kwargs).prompt
 
     def sampling_for(self, sampling: SamplingParams | None = None,
                      **overrides: Any) -> SamplingParams:
@@ -244,7 +304,10 @@ class LLM:
     def submit(self, prompt: str | bytes | Sequence[int], sampling: SamplingParams | None = None,
                *, cancel: Cancel | None = None, timeout: float | None = None,
                context_shift: bool = False, add_special: bool = True,
-               sampler: SamplerChain | None = None, **overrides: Any) -> RequestHandle:
+               sampler: SamplerChain | None = None, echo: bool = False,
+               suffix: str | None = None, logits_processors: Any = None,
+               stopping_criteria: Any = None, media: Sequence[Any] = (),
+               **overrides: Any) -> RequestHandle:
         """Queue a generation on the engine and return its handle at once.
 
         The handle iterates text pieces (also with ``async for``), gives the
@@ -266,11 +329,52 @@ class LLM:
             instead of the one ``sampling`` describes; the request takes it
             over and closes it at the end. Stopping (``max_tokens``, ``stop``,
             ``ignore_eos``, ``logprobs``) still comes from ``sampling``.
+        echo: the output starts with the prompt (OpenAI's ``echo``): the first
+            piece, and the start of ``Completion.text``.
+        suffix: fill in the middle: ``prompt`` is the text before the gap,
+            ``suffix`` the text after it; the prompt is built with the model's
+            FIM tokens as llama-server's ``/infill`` does (ValueError if the
+            model has none).
+        logits_processors: ``fn(input_ids, scores) -> scores`` callables
+            (llama-cpp-python's), run on the full logits before the samplers.
+        stopping_criteria: ``fn(input_ids, logits) -> bool`` callables
+            (llama-cpp-python's), after each sampled token; True ends the
+            request (``"stop"``) without that token.
+        media: images/audio (paths, bytes, arrays, Bitmaps) for a text prompt
+            holding ``llm.projector.marker`` once per medium (needs ``mmproj``).
+        ``max_tokens=None`` generates until end of generation or a full context;
+        ``ignore_eos=True`` bans the end-of-generation tokens (llama.cpp's
+        ``--ignore-eos``).
         """
-        sp = self.sampling_for(sampling, **overrides)
-        tokens = self.tokenize(prompt, add_special=add_special)
-        return self.engine.submit(tokens, sp, cancel=cancel, timeout=timeout,
-                                  context_shift=context_shift, sampler=sampler)
+        sp = _proc.ban_eog(self.sampling_for(sampling, **overrides), self.vocab)
+        prefill = _mm.prefill_for(self, prompt, media, add_special) if media else None
+        if prefill is not None:
+            tokens = prefill.tokens
+        elif suffix is not None:
+            tokens = _prompts.infill(self.vocab, prompt, suffix, n_batch=self.ctx.n_batch,
+                                     n_predict=sp.max_tokens, n_ctx=self.ctx.n_ctx_seq)
+        else:
+            tokens = self.tokenize(prompt, add_special=add_special)
+        procs = _proc.as_list(logits_processors, "logits_processors")
+        stops = _proc.as_list(stopping_criteria, "stopping_criteria")
+        made = None
+        if procs:
+            if sampler is not None:
+                raise ValueError("give either sampler= or logits_processors=, not both (add a "
+                                 "PythonSampler to your chain instead)")
+            stage = _proc.LogitsProcessorStage(procs, tokens, self.vocab.n_tokens)
+            sampler = made = chain_for(self.model, sp, first=[stage])
+        try:
+            return self.engine.submit(
+                tokens, sp, cancel=cancel, timeout=timeout, context_shift=context_shift,
+                sampler=sampler, echo=_prompts.echo_text(self.vocab, prompt) if echo else "",
+                stopping=_proc.stopping_check(stops) if stops else None, media=prefill)
+        except BaseException:
+            if made is not None:
+                made.close()
+            if prefill is not None:
+                prefill.close()
+            raise
 
     def stream(self, prompt: str | bytes | Sequence[int], sampling: SamplingParams | None = None,
                **kw: Any) -> Stream:
@@ -285,18 +389,47 @@ class LLM:
 
     def chat_stream(self, messages: Sequence[Mapping[str, Any]],
                     sampling: SamplingParams | None = None, *, template: str | None = None,
-                    tools: Sequence[Mapping[str, Any]] | None = None, **kw: Any) -> Stream:
-        """Stream the assistant's reply to ``messages`` (the model's chat template)."""
-        prompt = self.apply_chat_template(messages, template=template, tools=tools)
-        return self.stream(prompt, sampling, **kw)
+                    tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
+                    chat_template_kwargs: Mapping[str, Any] | None = None,
+                    **kw: Any) -> Stream:
+        """Stream the assistant's reply to ``messages`` (:meth:`chat`'s parameters);
+        the raw text streams, and ``stream.completion`` has ``content`` and
+        ``tool_calls`` parsed at the end."""
+        messages, media = _mm.split(self, messages)  # images/audio -> markers
+        if media:
+            kw["media"] = media
+        prep = _tools.prepare_chat(self.model, messages, template=template, tools=tools,
+                                   tool_choice=tool_choice, **dict(chat_template_kwargs or {}))
+        return ChatStream(self.submit(prep.prompt, sampling, **_tools.with_grammar(prep, kw)),
+                          prep.family)
 
     def chat(self, messages: Sequence[Mapping[str, Any]],
              sampling: SamplingParams | None = None, *, template: str | None = None,
-             tools: Sequence[Mapping[str, Any]] | None = None, **kw: Any) -> Completion:
-        """The assistant's reply to ``messages``; accepts :meth:`submit`'s parameters,
-        ``template`` (Jinja text or a built-in name) and ``tools``."""
-        prompt = self.apply_chat_template(messages, template=template, tools=tools)
-        return self.submit(prompt, sampling, **kw).result()
+             tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
+             chat_template_kwargs: Mapping[str, Any] | None = None,
+             **kw: Any) -> Completion:
+        """The assistant's reply to ``messages`` (OpenAI-shaped: text or text-part
+        content, assistant ``tool_calls``, ``tool`` results); accepts
+        :meth:`submit`'s parameters.
+
+        template: see :meth:`apply_chat_template`.
+        tools: OpenAI-shaped function tools (llama-server's ``tools``).
+        tool_choice: ``"auto"`` (default with tools), ``"none"``, ``"required"``
+            or ``{"type": "function", "function": {"name": ...}}``; required and
+            named calls are enforced with a grammar (see
+            :mod:`~llama_cffi.api.tool_choice`).
+        chat_template_kwargs: extra template variables (``--chat-template-kwargs``).
+
+        The Completion's ``text`` is the raw reply, ``content`` the text without
+        tool-call markup, ``tool_calls`` the parsed calls (:class:`ToolCall`).
+        """
+        messages, media = _mm.split(self, messages)  # images/audio -> markers
+        if media:
+            kw["media"] = media
+        prep = _tools.prepare_chat(self.model, messages, template=template, tools=tools,
+                                   tool_choice=tool_choice, **dict(chat_template_kwargs or {}))
+        handle = self.submit(prep.prompt, sampling, **_tools.with_grammar(prep, kw))
+        return _tools.finish_chat(handle.result(), prep.family)
 
     def generate_batch(self, prompts: Sequence[str | Sequence[int]],
                        sampling: SamplingParams | None = None,
@@ -326,8 +459,8 @@ class LLM:
             with a pooling type, for generative models.
         normalize: L2-normalise (llama.cpp's ``--embd-normalize 2``).
         """
-        single = isinstance(texts, str)
-        items = [texts] if isinstance(texts, str) else list(texts)
+        single = isinstance(texts, (str, bytes))
+        items = [texts] if isinstance(texts, (str, bytes)) else list(texts)
         key = (pooling, n_batch)
 
         def run() -> np.ndarray | list[np.ndarray]:  # on the engine thread: one thread pool per model
@@ -345,6 +478,52 @@ class LLM:
             return result[0]
         return result
 
+    # -- state, prompt cache, adapters ---------------------------------------------------------
+
+    def save_state(self) -> LLMState:
+        """The KV cache of the slot used last and the tokens it holds (taken on
+        the engine thread between steps); :meth:`load_state` puts it back."""
+        return _state.save(self.engine, self.model)
+
+    def load_state(self, state: LLMState) -> None:
+        """Load a :meth:`save_state` state into a free slot: the next prompt that
+        starts with its tokens evaluates only the rest (a greedy continuation is
+        the same as before saving). LlamaError for a state of another model."""
+        _state.load(self.engine, self.model, state)
+
+    @property
+    def cache(self) -> PromptCache | None:
+        """The prompt cache set with :meth:`set_cache`, or None."""
+        return self._cache
+
+    _cache: PromptCache | None = None
+
+    def set_cache(self, cache: PromptCache | None) -> None:
+        """Use a prompt cache (:class:`~llama_cffi.api.prompt_cache.RamPromptCache`,
+        :class:`~llama_cffi.api.prompt_cache.DiskPromptCache`) for later requests,
+        or None for none: each request's state is stored at its end, and a
+        request starts from the cached state sharing the longest prefix with
+        its prompt when that beats what the slots hold."""
+        if cache is not None and not isinstance(cache, PromptCache):
+            raise TypeError(f"cache must be a PromptCache or None, got {type(cache).__name__}")
+        bridge = None if cache is None else EngineCache(cache, _state.model_key(self.model))
+
+        def run() -> None:
+            self.engine.prompt_cache = bridge
+
+        self.engine.call(run)
+        self._cache = cache
+
+    def set_loras(self, adapters: Mapping[Any, float]) -> None:
+        """``ctx.set_loras`` on the engine thread, between requests' steps; the
+        slots forget their cached prefixes (computed without these adapters)."""
+        self.engine.call(lambda: self.ctx.set_loras(adapters))
+
+    def set_control_vector(self, data: np.ndarray | None, il_start: int = 1,
+                           il_end: int | None = None) -> None:
+        """``ctx.set_control_vector`` on the engine thread (see :meth:`set_loras`)."""
+        self.engine.call(lambda: self.ctx.set_control_vector(data, il_start, il_end))
+
     # -- asyncio ---------------------------------------------------------------------------------
     # The engine thread does the work; these only wait for its events.
 
@@ -356,10 +535,17 @@ class LLM:
 
     async def achat(self, messages: Sequence[Mapping[str, Any]],
                     sampling: SamplingParams | None = None, *, template: str | None = None,
-                    tools: Sequence[Mapping[str, Any]] | None = None,
+                    tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
+                    chat_template_kwargs: Mapping[str, Any] | None = None,
                     **kw: Any) -> Completion:
-        prompt = self.apply_chat_template(messages, template=template, tools=tools)
-        return await self.submit(prompt, sampling, **kw)
+        """:meth:`chat` without blocking the event loop."""
+        messages, media = _mm.split(self, messages)  # images/audio -> markers
+        if media:
+            kw["media"] = media
+        prep = _tools.prepare_chat(self.model, messages, template=template, tools=tools,
+                                   tool_choice=tool_choice, **dict(chat_template_kwargs or {}))
+        completion = await self.submit(prep.prompt, sampling, **_tools.with_grammar(prep, kw))
+        return _tools.finish_chat(completion, prep.family)
 
     async def astream(self, prompt: str | bytes | Sequence[int],
                       sampling: SamplingParams | None = None,

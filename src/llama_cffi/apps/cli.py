@@ -17,6 +17,7 @@ from typing import Any
 
 from ..api.llm import LLM
 from ..errors import LlamaError
+from ..objects import hub
 from ..objects import registry as models
 from ..objects import rpc
 from ..objects.context import default_threads
@@ -24,7 +25,7 @@ from ..objects.model import Model
 from ..objects.params import SamplingParams, SpeculativeParams
 from ..objects.params.fields import from_args
 from ..objects.system import system_info
-from . import bench
+from . import bench, cli_media
 from .serve import add_serve_parser
 from .flags import (add_context_flags, add_model_flags, add_rpc_servers, add_sampling_flags,
                     add_speculative_flags, context_params, model_params, sampling_params)
@@ -58,11 +59,13 @@ def _status(line: str) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     prompt = a.prompt if a.prompt is not None else sys.stdin.read()
     sampling = sampling_params(a, SamplingParams())
+    files = cli_media.media_files(a)
     llm = _load_llm(a)
     out = sys.stdout
     with llm:
         try:
-            stream = llm.stream(prompt, sampling)
+            prompt, media_kw = cli_media.run_prompt(llm, prompt, files)
+            stream = llm.stream(prompt, sampling, **media_kw)
             for piece in stream:
                 out.write(piece)
                 out.flush()
@@ -90,13 +93,15 @@ def _load_llm(a: argparse.Namespace) -> LLM:
     if spec.draft_model is not None:
         spec = spec.replace(draft_model=str(models.resolve(spec.draft_model, progress=_status)))
     return LLM(path, model_params=model_params(a), context_params=context_params(a),
-               speculative=spec, progress=_progress_printer("loading model"))
+               speculative=spec, progress=_progress_printer("loading model"),
+               mmproj=getattr(a, "mmproj", None))
 
 
 def cmd_chat(a: argparse.Namespace) -> int:
     sampling = sampling_params(a, SamplingParams(max_tokens=512))
+    pending = cli_media.media_files(a)  # attached to the next user message
     llm = _load_llm(a)
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     if a.system:
         messages.append({"role": "system", "content": a.system})
     interactive = sys.stdin.isatty()
@@ -120,9 +125,10 @@ def cmd_chat(a: argparse.Namespace) -> int:
             text = line.strip()
             if text in ("/bye", "/exit", "/quit"):
                 break
-            if not text:
+            if not text or cli_media.chat_command(text, pending):
                 continue
-            messages.append({"role": "user", "content": text})
+            messages.append(cli_media.user_message(text, pending))
+            pending = []
             stop_now.clear()
             previous = signal.signal(signal.SIGINT, on_sigint)
             try:
@@ -173,6 +179,18 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 def cmd_pull(a: argparse.Namespace) -> int:
     for name in a.names:
+        if name.startswith("hf://"):  # a GGUF from the Hugging Face Hub (objects/hub.py)
+            try:
+                repo, pattern = hub.parse_hf_url(name)
+                print(hub.download(repo, pattern or "*.gguf"))
+            except (ImportError, ValueError) as exc:
+                print(f"llama-cffi: error: {exc}", file=sys.stderr)
+                return 1
+            continue
+        if name not in models.REGISTRY:
+            print(f"llama-cffi pull: error: invalid choice: {name!r} (choose from "
+                  f"{', '.join(models.REGISTRY)}, or hf://ORG/REPO/FILE.gguf)", file=sys.stderr)
+            return 2
         path = models.fetch(name, progress=lambda s: print(s, file=sys.stderr), force=a.force)
         print(path)
     return 0
@@ -220,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_context_flags(run)
     add_sampling_flags(run)
     add_speculative_flags(run)
+    cli_media.add_media_flags(run)
     run.set_defaults(func=cmd_run)
 
     chat = sub.add_parser("chat", help="talk with a model, using its chat template",
@@ -230,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_context_flags(chat)
     add_sampling_flags(chat)
     add_speculative_flags(chat)
+    cli_media.add_media_flags(chat)
     chat.set_defaults(func=cmd_chat)
 
     info = sub.add_parser("info", help="model facts, chat template and memory estimate")
@@ -239,9 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("-v", "--verbose", action="store_true", help="print the template and metadata")
     info.set_defaults(func=cmd_info)
 
-    pull = sub.add_parser("pull", help="download registry models into the cache")
-    pull.add_argument("names", nargs="+", choices=list(models.REGISTRY), metavar="NAME",
-                      help=f"one of {', '.join(models.REGISTRY)}")
+    pull = sub.add_parser("pull", help="download registry or Hugging Face Hub models")
+    pull.add_argument("names", nargs="+", metavar="NAME",
+                      help=f"one of {', '.join(models.REGISTRY)}, or hf://ORG/REPO/FILE.gguf "
+                           "(FILE may be a glob; split GGUFs come whole)")
     pull.add_argument("--force", action="store_true", help="download again even if cached")
     pull.set_defaults(func=cmd_pull)
 

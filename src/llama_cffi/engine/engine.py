@@ -39,12 +39,15 @@ from typing import Any, Protocol, TypeVar
 
 from ..errors import ContextFullError, EngineBusyError, EngineDeadError, NoKvSlotError
 from ..objects.batch import Batch
-from ..objects.chain import SamplerChain
+from ..objects.chain import SamplerChain, sample_argmax
 from ..objects.context import Context
 from ..objects.params import SamplingParams
+from .media import MediaPrefill, prefill_media
 from .request import _DONE, _ERROR, Cancel, Request, RequestHandle
+from .generation import TokenFacts
 from .results import Completion, Timings, Usage
 from .slot import Slot
+from . import state_cache
 
 _T = TypeVar("_T")
 
@@ -100,6 +103,7 @@ class Engine:
             raise ValueError("max_queue must be >= 1")
         self.ctx = ctx
         self.vocab = ctx.vocab
+        self.facts = TokenFacts(self.vocab)
         self.make_chain = make_chain
         self.proposer = proposer
         self.max_queue = max_queue
@@ -116,6 +120,9 @@ class Engine:
         self.broken: BaseException | None = None
         self._batch = Batch(max(ctx.n_batch, 1))
         self._split_kv = ctx.n_seq_max > 1 and ctx.n_ctx_seq < ctx.n_ctx
+        self.prompt_cache: state_cache.PromptStateCache | None = None
+        """Earlier requests' states to restore (:mod:`.state_cache`); set on the engine thread."""
+        self._changes_seen = ctx.changes  # Context.changes made outside the engine, as last seen
         self._thread = threading.Thread(target=self._main, name="llama-cffi-engine", daemon=True)
         self._thread.start()
 
@@ -124,18 +131,31 @@ class Engine:
     def submit(self, tokens: Sequence[int], sampling: SamplingParams, *,
                cancel: Cancel | None = None, timeout: float | None = None,
                context_shift: bool = False,
-               sampler: SamplerChain | None = None) -> RequestHandle:
+               sampler: SamplerChain | None = None, echo: str = "",
+               stopping: Callable[[list[int], Any], bool] | None = None,
+               media: MediaPrefill | None = None) -> RequestHandle:
         """Queue a generation after ``tokens``; returns its handle at once.
+
+        echo: text to put before the output (the first piece, and the start
+            of ``Completion.text``).
+        stopping: called after each sampled token with the tokens so far
+            (prompt and output, without the new one) and the new token's
+            logits; True ends the request (``"stop"``) without that token.
 
         sampler: a sampler chain of the caller's (Python samplers included)
             to use instead of the one built from ``sampling``; the engine
             takes it over and closes it when the request ends.
+        media: the images/audio of a prompt (``tokens`` are then its
+            ``media.tokens``; see :mod:`llama_cffi.engine.media`).
 
         Raises EngineBusyError when ``max_queue`` requests are already waiting,
         EngineDeadError when the engine has failed or was closed, and
         ContextFullError when the prompt cannot fit a slot.
         """
-        toks = [self.vocab.check_token(t) for t in tokens]
+        if media is not None and context_shift:
+            raise ValueError("context_shift cannot be used with media in the prompt")
+        toks = (media.check(tokens, self.vocab) if media is not None
+                else [self.vocab.check_token(t) for t in tokens])
         if not toks:
             raise ValueError("the prompt is empty")
         if len(toks) >= self.ctx.n_ctx_seq and not context_shift:
@@ -147,7 +167,8 @@ class Engine:
         req = Request(toks, sampling, chain, handle,
                       has_grammar=sampling.grammar is not None or sampling.json_schema is not None,
                       context_shift=context_shift, cancel=cancel,
-                      deadline=None if timeout is None else time.monotonic() + timeout)
+                      deadline=None if timeout is None else time.monotonic() + timeout,
+                      echo=echo, stopping=stopping, media=media)
         with self._cv:
             error = self._refusal()
             if error is None and len(self._pending) >= self.max_queue:
@@ -229,7 +250,12 @@ class Engine:
                         box.put((True, fn()))
                     except BaseException as exc:  # noqa: BLE001 - delivered to the caller
                         box.put((False, exc))
-                self._step()
+                state_cache.check_outside_changes(self)
+                self.ctx.ignore_changes_from(threading.get_ident())  # the engine's own calls
+                try:
+                    self._step()
+                finally:
+                    self.ctx.ignore_changes_from(None)
         except BaseException as exc:  # noqa: BLE001 - every waiting caller learns of it
             self.broken = exc
         finally:
@@ -261,8 +287,7 @@ class Engine:
         self._admit()
         if not any(s.busy for s in self.slots):
             return
-        self._build_batch()
-        if self._batch.n_tokens == 0:
+        if self._build_batch() == 0:
             return
         try:
             self.ctx.decode(self._batch)
@@ -270,9 +295,10 @@ class Engine:
             self._out_of_memory(exc)
             return
         self.metrics.decode_calls += 1
+        sampled = self._sample_argmax()
         for slot in self.slots:
-            if slot.busy and slot.rows:
-                self._sample(slot)
+            if slot.req is not None and slot.rows:
+                self._sample(slot, sampled.get(slot.seq_id))
         self._update_gauges()
 
     def _reap(self) -> None:
@@ -281,6 +307,8 @@ class Engine:
                 self._finish(slot, "cancelled")
 
     def _admit(self) -> None:
+        if not self._pending:  # read without the lock: a request queued now is seen next step
+            return
         free = [s for s in self.slots if not s.busy]
         deferred: list[Request] = []
         while free:
@@ -294,6 +322,7 @@ class Engine:
             if req.should_stop():
                 req.chain.close()
                 req.handle._push(_DONE, _cancelled_completion(req))
+                self.metrics.requests_total += 1  # every request that ends is counted
                 self.metrics.requests_cancelled += 1
                 continue
             slot = max(free, key=lambda s: (_common(s.cache, req.tokens), s.last_used))
@@ -332,6 +361,8 @@ class Engine:
                 n = min(_common(other.cache, tokens), limit)
                 if n > best and self._reusable(other):
                     donor, best = other, n
+        if self.prompt_cache is not None and state_cache.restore(self, slot, tokens, best):
+            donor, own = None, min(_common(slot.cache, tokens), limit)
         if donor is not None:
             self._copy_prefix(donor, slot, best)
             self.metrics.prefix_copies += 1
@@ -342,7 +373,7 @@ class Engine:
                 ctx.seq_rm(slot.seq_id)
                 reused = 0
             del slot.cache[reused:]
-        slot.start(req, reused, self.vocab)
+        slot.start(req, reused, self.facts)
 
     def _reusable(self, slot: Slot) -> bool:
         """Whether the slot's KV still holds its whole cache: a sliding-window
@@ -359,10 +390,15 @@ class Engine:
         ctx.seq_rm(slot.seq_id, n, -1)
         slot.cache = donor.cache[:n]
 
-    def _build_batch(self) -> None:
-        batch = self._batch
-        batch.clear()
-        budget = batch.capacity
+    def _build_batch(self) -> int:
+        """Fill the batch for this step; the number of tokens in it."""
+        # gathered in lists and written with one set_rows() call: per-token
+        # Batch.add() calls cost more than the rest of a step's Python work
+        toks: list[int] = []
+        poss: list[int] = []
+        seqs: list[int] = []
+        outs: list[bool] = []
+        budget = self._batch.capacity
         for slot in self.slots:  # generating slots first: one token (+ drafts) each
             slot.rows = []
             req = slot.req
@@ -370,7 +406,7 @@ class Engine:
                 continue
             tok = slot.next_token
             draft: list[int] = []
-            if self.proposer is not None:
+            if self.proposer is not None and req.media is None:  # no drafts over media
                 draft = self.proposer.propose(slot.cache, tok, slot.seq_id)
                 draft = draft[:max(0, budget - 1)]
             if not self._ensure_room(slot, 1 + len(draft)):
@@ -378,15 +414,19 @@ class Engine:
                 if not self._ensure_room(slot, 1):
                     self._finish(slot, "length")
                     continue
-            if budget < 1 + len(draft):
+            k = 1 + len(draft)
+            if budget < k:
                 continue  # no room in this batch; next step
-            pos = len(slot.cache)
-            for k, t in enumerate([tok, *draft]):
-                slot.rows.append(batch.n_tokens)
-                batch.add(t, pos + k, (slot.seq_id,), True)
-            slot.cache += [tok, *draft]
+            new = [tok, *draft] if draft else [tok]
+            pos, row = len(slot.cache), len(toks)
+            slot.rows = list(range(row, row + k))
+            toks += new
+            poss += range(pos, pos + k)
+            seqs += [slot.seq_id] * k
+            outs += [True] * k
+            slot.cache += new
             slot.draft = draft
-            budget -= 1 + len(draft)
+            budget -= k
             if draft:
                 slot.timings.drafted_tokens += len(draft)
             slot.timings.target_passes += 1
@@ -394,16 +434,28 @@ class Engine:
             req = slot.req
             if req is None or slot.next_token is not None or budget <= 0:
                 continue
-            start = slot.n_prompt_done
-            chunk = req.tokens[start:start + budget]
-            last = start + len(chunk) == len(req.tokens)
-            for k, t in enumerate(chunk):
-                if last and k == len(chunk) - 1:
-                    slot.rows.append(batch.n_tokens)
-                batch.add(t, start + k, (slot.seq_id,), last and k == len(chunk) - 1)
+            start, end = slot.n_prompt_done, slot.n_prompt_done + budget
+            if req.media is not None:  # images/audio are evaluated now; text up to the next
+                try:
+                    start = prefill_media(self.ctx, slot)
+                except BaseException as exc:  # noqa: BLE001 - ends this request only
+                    self._finish(slot, "error", exc)
+                    continue
+                end = req.media.text_until(start, start + budget)
+            chunk = req.tokens[start:end]
+            k = len(chunk)
+            toks += chunk
+            poss += range(start, start + k)
+            seqs += [slot.seq_id] * k
+            outs += [False] * k
+            if start + k == len(req.tokens):  # the last prompt token: its logits
+                outs[-1] = True
+                slot.rows.append(len(toks) - 1)
             slot.cache += chunk
-            slot.n_prompt_done += len(chunk)
-            budget -= len(chunk)
+            slot.n_prompt_done += k
+            budget -= k
+        self._batch.set_rows(toks, poss, seqs, outs)
+        return len(toks)
 
     def _ensure_room(self, slot: Slot, n: int) -> bool:
         ctx = self.ctx
@@ -418,18 +470,39 @@ class Engine:
         del slot.cache[n_keep:n_keep + n_discard]
         return True
 
-    def _sample(self, slot: Slot) -> None:
+    def _sample_argmax(self) -> dict[int, int]:
+        """{seq_id: token} for the slots whose chain picks the arg-max (greedy)
+        and whose only output is this step's token, sampled in one call
+        (:func:`sample_argmax`). Empty for fewer than two such slots, or when
+        the call fails: each slot then samples alone and meets its own error
+        (an arg-max chain has no state a second sample could disturb)."""
+        slots = [s for s in self.slots if s.req is not None and len(s.rows) == 1]
+        if len(slots) < 2:
+            return {}
+        slots = [s for s in slots if s.req.chain.is_argmax]  # type: ignore[union-attr]
+        if len(slots) < 2:
+            return {}
+        try:
+            tokens = sample_argmax(self.ctx, [s.req.chain for s in slots],  # type: ignore[union-attr]
+                                   [s.rows[0] for s in slots])
+        except Exception:  # noqa: BLE001 - see above
+            return {}
+        return {s.seq_id: t for s, t in zip(slots, tokens)}
+
+    def _sample(self, slot: Slot, first: int | None = None) -> None:
+        """Sample the slot's outputs of this step (``first``: the token of the
+        first one, already sampled) and hand the tokens to the slot."""
         req = slot.req
         assert req is not None
-        ctx, vocab = self.ctx, self.vocab
-        want_logits = req.sampling.logprobs is not None
+        ctx, is_eog = self.ctx, self.facts.is_eog
+        want_logits = req.sampling.logprobs is not None or req.stopping is not None
         try:
             draft = slot.draft
             for i, row in enumerate(slot.rows):
                 logits = ctx.logits(row) if want_logits else None  # a copy
-                tok = req.chain.sample(ctx, row)
+                tok = first if i == 0 and first is not None else req.chain.sample(ctx, row)
                 accepted = i < len(draft) and tok == draft[i]
-                finish = slot.accept(tok, vocab.is_eog(tok), logits)
+                finish = slot.accept(tok, is_eog(tok), logits)
                 if accepted:
                     slot.timings.accepted_tokens += 1
                 if finish is not None or not accepted:
@@ -447,6 +520,8 @@ class Engine:
             slot.rows = []
 
     def _finish(self, slot: Slot, reason: str, error: BaseException | None = None) -> None:
+        if self.prompt_cache is not None and error is None and reason != "cancelled":
+            state_cache.store(self, slot)  # before the caller hears of the end
         done = slot.finish(reason, error)
         m = self.metrics
         m.requests_total += 1

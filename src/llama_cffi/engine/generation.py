@@ -9,7 +9,7 @@ tokens into text pieces that never split a multi-byte UTF-8 character.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ..objects.batch import Batch
 from ..objects.context import Context
@@ -19,20 +19,61 @@ from ..objects.vocab import Vocab
 
 
 class TextStream:
-    """Decodes token pieces incrementally; holds back incomplete UTF-8 sequences."""
+    """Decodes token pieces incrementally; holds back incomplete UTF-8 sequences.
 
-    def __init__(self, vocab: Vocab, *, special: bool = False) -> None:
+    piece: the function giving a token's bytes (default:
+    ``vocab.token_to_piece(token, special=special)``; the engine passes its
+    :class:`TokenFacts`' cached one).
+    """
+
+    def __init__(self, vocab: Vocab, *, special: bool = False,
+                 piece: Callable[[int], bytes] | None = None) -> None:
         self._vocab = vocab
         self._special = special
+        self._piece = piece if piece is not None else self._token_to_piece
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def _token_to_piece(self, token: int) -> bytes:
+        return self._vocab.token_to_piece(token, special=self._special)
 
     def add(self, token: int) -> str:
         """Text completed by ``token`` (may be empty while a character is incomplete)."""
-        return self._decoder.decode(self._vocab.token_to_piece(token, special=self._special))
+        return self._decoder.decode(self._piece(token))
 
     def flush(self) -> str:
         """Whatever is left at the end (an incomplete character becomes U+FFFD)."""
         return self._decoder.decode(b"", final=True)
+
+
+class TokenFacts:
+    """Per-token facts of a vocabulary the token loop asks for every token
+    (end of generation, the token's bytes), read from llama.cpp once per
+    token id and then served from a dict: they cannot change while the model
+    lives. Holds at most one entry per token id of the vocabulary."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self._vocab = vocab
+        self._eog: dict[int, bool] = {}
+        self._pieces: dict[int, bytes] = {}
+
+    def is_eog(self, token: int) -> bool:
+        """``vocab.is_eog(token)``."""
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = self._vocab.is_eog(token)
+        return eog
+
+    def piece(self, token: int) -> bytes:
+        """``vocab.token_to_piece(token)`` (special tokens render empty)."""
+        b = self._pieces.get(token)
+        if b is None:
+            b = self._pieces[token] = self._vocab.token_to_piece(token)
+        return b
+
+    def text(self, token: int) -> str:
+        """The piece as text (an incomplete UTF-8 character becomes U+FFFD)."""
+        return self.piece(token).decode("utf-8", "replace")
 
 
 class Generation:

@@ -22,11 +22,14 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..errors import LlamaError
 from ..objects.params import SamplingParams
 from .results import Completion
 
 if TYPE_CHECKING:
+    from .media import MediaPrefill
     from ..objects.chain import SamplerChain
 
 Cancel = Callable[[], bool] | threading.Event
@@ -40,8 +43,10 @@ class RequestHandle:
 
     def __init__(self) -> None:
         self._events: deque[tuple[int, Any]] = deque()
-        self._cv = threading.Condition()
-        self._loops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._cv = threading.Condition(threading.Lock())
+        self._readers = 0  # threads waiting in _next_event for the next event
+        # asyncio waiters: (loop, event, whether it wants every piece or only the end)
+        self._loops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event, bool]] = []
         self._cancelled = False
         self._finished = False
         self.completion: Completion | None = None
@@ -52,6 +57,11 @@ class RequestHandle:
     # -- producer side (engine thread) ---------------------------------------------
 
     def _push(self, kind: int, value: Any) -> None:
+        # Only a consumer that reads pieces is woken for a piece: a caller
+        # waiting for the whole result (result(), wait(), await) sleeps until
+        # the end, so it neither takes the GIL nor a core from the decode on
+        # every token.
+        final = kind != _PIECE
         with self._cv:
             if kind == _DONE:
                 self.completion = value
@@ -60,8 +70,11 @@ class RequestHandle:
                 self.error = value
                 self._finished = True
             self._events.append((kind, value))
-            self._cv.notify_all()
-            loops = list(self._loops)
+            if final or self._readers:
+                self._cv.notify_all()
+            if not self._loops:
+                return
+            loops = [(lp, ev) for lp, ev, pieces in self._loops if final or pieces]
         for loop, event in loops:
             try:
                 loop.call_soon_threadsafe(event.set)
@@ -105,7 +118,11 @@ class RequestHandle:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError("the request did not produce output in time")
-                self._cv.wait(left)
+                self._readers += 1
+                try:
+                    self._cv.wait(left)
+                finally:
+                    self._readers -= 1
             return self._events.popleft()
 
     def __iter__(self) -> Iterator[str]:
@@ -128,9 +145,17 @@ class RequestHandle:
                 self.cancel()
 
     def result(self, timeout: float | None = None) -> Completion:
-        """Wait for the whole :class:`Completion` (raises what ended the request)."""
-        for _ in self.pieces(timeout):
-            pass
+        """Wait for the whole :class:`Completion` (raises what ended the request).
+
+        timeout: seconds to wait for the end; past it the request is cancelled
+        and TimeoutError raised. Unread pieces are discarded.
+        """
+        if not self.wait(timeout):
+            self.cancel()
+            raise TimeoutError("the request did not finish in time")
+        return self._final()
+
+    def _final(self) -> Completion:
         if self.error is not None:
             raise self.error
         if self.completion is None:  # pragma: no cover - _DONE always carries one
@@ -142,7 +167,7 @@ class RequestHandle:
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         with self._cv:
-            self._loops.append((loop, event))
+            self._loops.append((loop, event, True))
         try:
             while True:
                 with self._cv:
@@ -163,7 +188,7 @@ class RequestHandle:
                     raise value
         finally:
             with self._cv:
-                self._loops = [(lp, ev) for lp, ev in self._loops if ev is not event]
+                self._loops = [w for w in self._loops if w[1] is not event]
             if not self._finished:
                 self.cancel()
 
@@ -171,13 +196,26 @@ class RequestHandle:
         return self.apieces()
 
     async def aresult(self) -> Completion:
-        async for _ in self.apieces():
-            pass
-        if self.error is not None:
-            raise self.error
-        if self.completion is None:  # pragma: no cover
-            raise LlamaError("the request ended without a result")
-        return self.completion
+        """Wait for the whole :class:`Completion` without reading the pieces;
+        cancelling the task cancels the request."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        with self._cv:
+            self._loops.append((loop, event, False))
+        try:
+            while True:
+                with self._cv:
+                    if self._finished:
+                        self._events.clear()
+                        break
+                    event.clear()
+                await event.wait()
+        finally:
+            with self._cv:
+                self._loops = [w for w in self._loops if w[1] is not event]
+            if not self._finished:
+                self.cancel()
+        return self._final()
 
     def __await__(self) -> Generator[Any, None, Completion]:
         return self.aresult().__await__()
@@ -196,6 +234,11 @@ class Request:
     cancel: Cancel | None = None
     deadline: float | None = None  # time.monotonic() after which it is cancelled
     submitted: float = field(default_factory=time.perf_counter)
+    echo: str = ""  # text put before the output (OpenAI's echo): first piece, start of .text
+    # (prompt + output tokens so far, logits of the new token) -> True ends the request
+    # before that token (llama-cpp-python's stopping_criteria); called on the engine thread
+    stopping: Callable[[list[int], np.ndarray], bool] | None = None
+    media: MediaPrefill | None = None  # images/audio evaluated when the prefill reaches them
 
     def should_stop(self) -> bool:
         if self.handle.cancelled:

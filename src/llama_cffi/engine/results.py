@@ -53,12 +53,32 @@ class TokenLogprob:
 
 
 @dataclass
+class ToolCall:
+    """One function call the model asked for (OpenAI's ``tool_calls[i]``).
+
+    id: the call's id (the model's own where its format has one, else a
+        generated ``call_...``); name: the function's name; arguments: the
+        JSON text of an object (OpenAI's ``function.arguments``).
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
 class Completion:
     """The result of a call.
 
     finish_reason: ``"stop"`` (end-of-generation token or a stop string),
     ``"length"`` (max_tokens or a full context), ``"grammar"`` (the grammar
     was complete), ``"cancelled"``.
+    text: the raw generated text (tool-call markup included).
+    tool_calls: the tool calls parsed out of ``text`` by a chat call with
+        ``tools`` (None otherwise, or when the reply called nothing).
+    content: set by chat calls: the assistant's text with tool-call markup
+        removed (None when the reply is only tool calls; None for
+        ``complete``/``stream``).
     """
 
     text: str
@@ -68,3 +88,5 @@ class Completion:
     timings: Timings
     logprobs: list[TokenLogprob] | None = None
     stop_string: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    content: str | None = None

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .generation import TextStream
+from .generation import TextStream, TokenFacts
 from .request import _DONE, _ERROR, _PIECE, Request
 from .results import Completion, Timings, TokenLogprob, Usage
-
-if TYPE_CHECKING:
-    from ..objects.vocab import Vocab
 
 
 def stop_holdback(text: str, stops: Sequence[str]) -> int:
@@ -71,15 +67,14 @@ class Slot:
 
     # -- a request starts ---------------------------------------------------------------
 
-    def start(self, req: Request, reused: int, vocab: Vocab) -> None:
+    def start(self, req: Request, reused: int, facts: TokenFacts) -> None:
         self.req = req
         self.n_prompt_done = reused
         self.next_token = None
         self.draft = []
         self.rows = []
-        self._piece: Callable[[int], str] = \
-            lambda t: vocab.token_to_piece(t).decode("utf-8", "replace")
-        self._stream = TextStream(vocab)
+        self._piece: Callable[[int], str] = facts.text
+        self._stream = TextStream(facts.vocab, piece=facts.piece)
         self.out: list[int] = []
         self.text = ""
         self.emitted = 0
@@ -90,6 +85,8 @@ class Slot:
         self.timings = Timings(prompt_tokens_evaluated=len(req.tokens) - reused)
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
+        if req.echo:
+            req.handle._push(_PIECE, req.echo)
 
     # -- tokens come in -------------------------------------------------------------------
 
@@ -102,6 +99,9 @@ class Slot:
             self.t_first = time.perf_counter()
             self.timings.prompt_seconds = self.t_first - self.t_start
             self.timings.time_to_first_token = self.t_first - req.submitted
+        if req.stopping is not None and logits is not None and \
+                req.stopping(req.tokens + self.out, logits):
+            return "stop"
         if is_eog and not sp.ignore_eos:
             return "grammar" if req.has_grammar else "stop"
         self.out.append(token)
@@ -175,6 +175,6 @@ class Slot:
             self.timings.generation_seconds = t_end - self.t_first
         self.timings.generated_tokens = len(self.out)
         self.usage.completion_tokens = len(self.out)
-        return Completion(text=self.text, tokens=self.out, finish_reason=reason,
+        return Completion(text=req.echo + self.text, tokens=self.out, finish_reason=reason,
                           usage=self.usage, timings=self.timings, logprobs=self.logprobs,
                           stop_string=self.stop_hit)

@@ -186,6 +186,47 @@ class Batch(Handle):
         finally:
             self._guard.release()
 
+    def set_rows(self, tokens: Sequence[int], positions: Sequence[int], seq_ids: Sequence[int],
+                 outputs: Sequence[bool]) -> None:
+        """Replace the batch's content: entry ``i`` is token ``tokens[i]`` at
+        position ``positions[i]`` of sequence ``seq_ids[i]`` (one sequence per
+        token), with logits if ``outputs[i]``.
+
+        One call for a whole batch (the engine's step) instead of one
+        :meth:`add` per token: the values are written straight into the C
+        arrays, which refuse non-integers and values outside 32 bits.
+        """
+        if self.embd:
+            raise TypeError("this batch carries embeddings, not tokens")
+        n = len(tokens)
+        if not len(positions) == len(seq_ids) == len(outputs) == n:
+            raise ValueError("tokens, positions, seq_ids and outputs must have the same length "
+                             f"(got {n}, {len(positions)}, {len(seq_ids)}, {len(outputs)})")
+        if n > self.capacity:
+            raise OverflowError(f"{n} tokens do not fit a batch of {self.capacity}")
+        mem = self._take()
+        try:
+            tok, pos, count, seq, out = mem.token, mem.pos, mem.n_seq_id, mem.seq_id_data, \
+                mem.logits
+            stride = self.n_seq_max
+            try:
+                for i in range(n):
+                    tok[i] = tokens[i]
+                    pos[i] = positions[i]
+                    count[i] = 1
+                    seq[i * stride] = seq_ids[i]
+                    out[i] = 1 if outputs[i] else 0
+            except (TypeError, OverflowError):
+                mem.holder[0].n_tokens = 0
+                for what, values in (("token", tokens), ("position", positions),
+                                     ("sequence id", seq_ids)):
+                    for v in values:
+                        _int32(v, what)  # raises naming the argument
+                raise
+            mem.holder[0].n_tokens = n
+        finally:
+            self._guard.release()
+
     def set_seq_ids(self, n: int, seq_id: int = 0) -> None:
         """Make the first ``n`` entries belong to sequence ``seq_id`` only
         (for batches filled through the numpy views)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +21,7 @@ from .._bindings.raw import CData
 from ..errors import ClosedError, ContextError, ContextFullError, InvalidBatchError, LlamaError
 from . import control_vector
 from .batch import Batch
+from .checks import bytes_arg, check_adapter, number_arg
 from .handle import Handle, UseGuard
 from .params import ContextParams
 
@@ -149,6 +151,9 @@ class Context(Handle):
         self.n_ubatch: int = sizes["n_ubatch"]
         self.n_seq_max: int = sizes["n_seq_max"]
         self.pooling = PoolingType(sizes["pooling_type"])
+        attention = self.params.attention
+        self._causal: bool | None = None if attention is None else attention == "causal"
+        """The attention the context was created with; None: the model's own."""
         self.buffers: dict[str, dict[str, int]] = {
             kind: _log.buffer_sizes(lines, kind) for kind in ("KV", "RS", "compute", "output")}
         """Bytes per buffer type of the KV cache, recurrent state, compute and
@@ -232,8 +237,10 @@ class Context(Handle):
             if mem.embd and mem.embd != self._n_embd_inp:
                 raise InvalidBatchError(f"the batch carries embeddings of size {mem.embd}; "
                                         f"this model takes {self._n_embd_inp}", code=-1)
-            call = _C.decode if what == "decode" else _C.encode
-            call(ctx, struct, self.n_ctx, self._abort)
+            if what == "decode":
+                _C.decode(ctx, struct, self.n_ctx, self._abort, causal=self._causal)
+            else:
+                _C.encode(ctx, struct, self.n_ctx, self._abort)
         finally:
             batch._guard.release()
 
@@ -331,11 +338,30 @@ class Context(Handle):
         self._check_seq(seq_id, allow_all=True)
         return _C.seq_rm(self.ptr, seq_id, p0, p1)
 
+    @property
+    def split_kv(self) -> bool:
+        """Whether each sequence has its own KV stream (``kv_unified=False`` with
+        ``n_seq_max > 1``): ``n_ctx_seq`` is then a part of ``n_ctx``."""
+        return self.n_seq_max > 1 and self.n_ctx_seq < self.n_ctx
+
     @_exclusive
     def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
-        """Make positions [p0, p1) of ``src`` also belong to ``dst`` (shares cells)."""
+        """Make positions [p0, p1) of ``src`` also belong to ``dst`` (-1: open ends).
+
+        With one KV stream (``kv_unified=True``, or one sequence) the cells are
+        shared, nothing is copied. With a stream per sequence (:attr:`split_kv`)
+        llama.cpp copies a whole stream and supports only whole sequences: a
+        range inside the context raises ValueError (llama.cpp would abort);
+        copy everything and cut the tail with :meth:`seq_rm` instead.
+        """
         self._check_seq(src)
         self._check_seq(dst)
+        if src != dst and self.split_kv and (p0 > 0 or 0 <= p1 < self.n_ctx_seq):
+            raise ValueError(
+                f"seq_cp({src}, {dst}, p0={p0}, p1={p1}): with one KV stream per sequence "
+                f"(kv_unified=False, n_seq_max={self.n_seq_max}) only whole sequences can be "
+                f"copied (p0=-1, p1=-1); copy all and seq_rm the tail, or create the context "
+                f"with kv_unified=True")
         _C.seq_cp(self.ptr, src, dst, p0, p1)
 
     @_exclusive
@@ -412,7 +438,7 @@ class Context(Handle):
     @_exclusive
     def state_set(self, data: bytes) -> None:
         """Restore a state from :meth:`state_get` (same model and context size)."""
-        _C.state_set(self.ptr, bytes(data))
+        _C.state_set(self.ptr, bytes_arg(data, "state data"))
 
     @_exclusive
     def save_state(self, path: str | os.PathLike[str], tokens: Sequence[int] = ()) -> None:
@@ -436,7 +462,7 @@ class Context(Handle):
     def seq_state_set(self, data: bytes, seq_id: int = 0) -> None:
         """Load :meth:`seq_state_get` bytes into sequence ``seq_id``."""
         self._check_seq(seq_id)
-        _C.seq_state_set(self.ptr, bytes(data), seq_id)
+        _C.seq_state_set(self.ptr, bytes_arg(data, "state data"), seq_id)
 
     @_exclusive
     def save_seq_state(self, path: str | os.PathLike[str], seq_id: int = 0,
@@ -462,13 +488,18 @@ class Context(Handle):
         Call again with other scales, or ``{}`` to remove them all: no model
         reload (as llama-server's ``/lora-adapters``).
         """
+        if not isinstance(adapters, Mapping):
+            raise TypeError(f"adapters must be a mapping LoraAdapter -> scale, "
+                            f"got {type(adapters).__name__}")
         items = list(adapters.items())
-        for adapter, _ in items:
+        for adapter, scale in items:
+            check_adapter(adapter)
+            number_arg(scale, "LoRA scale")
             if adapter.model is not self.model:
                 raise ValueError("a LoRA adapter belongs to the model it was loaded for")
         with contextlib.ExitStack() as stack:  # no adapter is freed during the call
             ptrs = [stack.enter_context(a._using()) for a, _ in items]
-            _C.set_loras(self.ptr, ptrs, [float(s) for _, s in items])
+            _C.set_loras(self.ptr, ptrs, [number_arg(s, "LoRA scale") for _, s in items])
             for adapter, _ in items:
                 adapter._users.add(self)
         self._loras = dict(items)  # keep them alive while in use
@@ -520,6 +551,25 @@ class Context(Handle):
     def perf_reset(self) -> None:
         _C.perf_reset(self.ptr)
 
+    # -- change tracking (the engine's prefix cache) --------------------------------
+
+    _changes = 0
+    _quiet_thread: int | None = None
+
+    @property
+    def changes(self) -> int:
+        """How many calls have changed what the memory holds or how the model
+        computes (decode, KV cache edits, state loads, LoRA adapters, control
+        vectors), not counting those made by the thread set with
+        :meth:`ignore_changes_from`. An engine compares it between its steps to
+        notice changes made behind its back and forget the prefixes it cached."""
+        return self._changes
+
+    def ignore_changes_from(self, thread_ident: int | None) -> None:
+        """Leave calls made by this thread (``threading.get_ident()``) out of
+        :attr:`changes` (the engine, for its own decodes); None counts all."""
+        self._quiet_thread = thread_ident
+
     def close(self) -> None:
         """Free the context, after a call running on another thread has ended.
 
@@ -542,3 +592,23 @@ class Context(Handle):
         if self.closed:
             return "<Context (closed)>"
         return f"<Context n_ctx={self.n_ctx} n_batch={self.n_batch} on {self.model!r}>"
+
+
+def _counted(method: _F) -> _F:
+    """Count a call of ``method`` in :attr:`Context.changes` (at its start, so a
+    call that fails midway counts too)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Context, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != self._quiet_thread:
+            self._changes += 1
+        return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+for _name in ("decode", "encode", "eval_tokens", "clear", "seq_rm", "seq_cp", "seq_keep",
+              "seq_add", "seq_div", "shift", "state_set", "load_state", "seq_state_set",
+              "load_seq_state", "set_loras", "set_control_vector"):
+    setattr(Context, _name, _counted(getattr(Context, _name)))
+del _name

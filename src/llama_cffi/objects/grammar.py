@@ -136,15 +136,21 @@ class _Checker:
             elif c == "{":
                 if not have_item:
                     raise self.fail("expecting preceding item to */+/?/{", pos)
+                start = pos
                 pos = self.space(pos + 1, nested)
                 m = _INT.match(src, pos)
                 if not m:
                     raise self.fail("expecting an int", pos)
+                low = int(m.group())
                 pos = self.space(m.end(), nested)
                 if pos < len(src) and src[pos] == ",":
                     pos = self.space(pos + 1, nested)
                     m = _INT.match(src, pos)
                     if m:
+                        if int(m.group()) < low:
+                            # llama.cpp computes max - min unsigned: an unbounded expansion
+                            raise self.fail(f"repetition {{{low},{m.group()}}}: the maximum "
+                                            f"is smaller than the minimum", start)
                         pos = self.space(m.end(), nested)
                 if pos >= len(src) or src[pos] != "}":
                     raise self.fail("expecting '}'", pos)
@@ -202,6 +208,10 @@ class Grammar:
     """
 
     def __init__(self, text: str, *, root: str = "root") -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"grammar text must be a str (GBNF), got {type(text).__name__}")
+        if not isinstance(root, str):
+            raise TypeError(f"root must be a str (a rule name), got {type(root).__name__}")
         _Checker(text).check(root)
         self.text = text
         self.root = root
@@ -255,6 +265,7 @@ class Grammar:
             matched against the generated text, ``trigger_tokens`` token ids.
         """
         v = vocab_of(vocab)
+        v.require_tokenizer("compile a grammar")
         if lazy:
             trigger_patterns = [*trigger_patterns, *(re.escape(w) for w in trigger_words)]
             if not trigger_patterns and not trigger_tokens:

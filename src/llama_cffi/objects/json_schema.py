@@ -8,16 +8,19 @@ reference for which features matter). Supported:
   absent: no other keys, as llama.cpp; true or a schema: other keys allowed),
   ``maxProperties`` (bounds the additional keys so that the total never
   exceeds it), ``minProperties`` up to the number of required keys;
-* arrays: ``items``, ``prefixItems`` (tuples), ``minItems``, ``maxItems``;
-* strings: ``minLength``, ``maxLength``, ``pattern`` (a regex subset anchored
-  with ``^...$``: literals, ``.``, classes, groups, ``|``, ``* + ? {m,n}``,
-  ``\\d \\w \\s \\D \\W \\S``, ``\\xHH \\uHHHH``), ``format`` date, time,
-  date-time, uuid;
+* arrays: ``items``, ``prefixItems`` (tuples; also ``items`` as a list,
+  with ``additionalItems``; items after the tuple from ``items``),
+  ``minItems``, ``maxItems``;
+* strings: ``minLength``, ``maxLength``, ``pattern`` (a regex subset:
+  literals, ``.``, classes, groups, ``|``, ``* + ? {m,n}``,
+  ``\\d \\w \\s \\D \\W \\S``, ``\\xHH \\uHHHH``; an end without its ``^``/``$``
+  anchor allows any text there, as JSON Schema's search semantics), ``format``
+  date, time, date-time, uuid (other formats are annotations: any string);
 * integers: ``minimum``, ``maximum``, ``exclusiveMinimum``,
   ``exclusiveMaximum`` (exact digit-range grammars); numbers: the same with
   integer-valued bounds;
 * ``anyOf``, ``oneOf`` (as alternatives: exclusivity is not enforced),
-  ``allOf`` (merged), local ``$ref`` (``#/$defs/...``, ``#/definitions/...``,
+  ``allOf`` (merged; enums and consts intersected), local ``$ref`` (``#/$defs/...``, ``#/definitions/...``,
   any JSON pointer into the schema, or ``<root $id>#/...``; recursion
   allowed);
 * ``True`` / ``{}``: any JSON value.
@@ -37,12 +40,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from ..errors import SchemaError
 from .json_schema_gbnf import DOT_RULES, _int_range, _json_lit, _lit, _nonneg_range, _Regex, _rep
+from .json_schema_options import PropOrder, _check_flag, _common_values, _prop_ranks
 
 __all__ = ["PropOrder", "WHITESPACE", "to_gbnf"]
 
@@ -222,6 +225,9 @@ class _Converter:
                 elif key == "required":
                     merged["required"] = list(dict.fromkeys([*merged.get("required", []),
                                                              *value]))
+                elif key in ("enum", "const") and ("enum" in merged or "const" in merged):
+                    merged["enum"] = _common_values(merged, key, value)
+                    merged.pop("const", None)
                 elif key in merged and merged[key] != value:
                     raise SchemaError(f"allOf: conflicting values for {key!r}")
                 else:
@@ -322,16 +328,44 @@ class _Converter:
     def arr(self, schema: dict[str, Any], hint: str) -> str:
         self.prim("space")
         prefix = schema.get("prefixItems")
+        extra = schema.get("items", schema.get("additionalItems") if prefix is None else None)
+        if isinstance(schema.get("items"), list):  # draft 4-7 tuples: items is a list
+            prefix, extra = schema["items"], schema.get("additionalItems")
         if prefix is not None:
-            if schema.get("items") not in (None, False):
-                raise SchemaError(f"{hint}: prefixItems with additional items is not supported")
+            if not isinstance(prefix, list):
+                raise SchemaError(f"{hint}: prefixItems must be a list of schemas")
             items = [self.visit(s, f"{hint}-{i}") for i, s in enumerate(prefix)]
-            body = ' "," space '.join(items)
-            return self.add(hint, f'"[" space {body} "]" space')
+            lo, hi = _count_range(schema, "minItems", "maxItems", hint)
+            n = len(items)
+            # all positional items are written (as llama.cpp does), at most maxItems
+            if hi is not None and hi < n:
+                items, n = items[:hi], hi
+            lo = max(lo, n)
+            body, close = "", ""
+            for i, it in enumerate(items):
+                sep = '"," space ' if i else ""
+                if i < lo:
+                    body += f"{sep}{it} "
+                else:  # optional from here on: nest so that item i needs item i-1
+                    body += f"( {sep}{it} "
+                    close += ")? "
+            more = ""
+            if extra not in (None, False) and (hi is None or hi > n):
+                item = self.visit(True if extra is True else extra, f"{hint}-additional")
+                need = max(0, lo - n)
+                first = '"," space ' if n else ""
+                rest = _rep(f'"," space {item}', max(0, need - 1),
+                            None if hi is None else hi - n - 1)
+                more = f"{first}{item} {rest}".strip()
+                if need == 0:
+                    more = f"( {more} )?"
+            elif lo > n:
+                raise SchemaError(f"{hint}: minItems ({lo}) is larger than the number of "
+                                  f"prefixItems ({n}) and no more items are allowed")
+            inner = f"{body}{more} {close}".strip() if n else more
+            return self.add(hint, f'"[" space {inner} "]" space'.replace("  ", " "))
         item = self.visit(schema.get("items", True), f"{hint}-item")
-        lo = int(schema.get("minItems", 0))
-        hi = schema.get("maxItems")
-        hi = None if hi is None else int(hi)
+        lo, hi = _count_range(schema, "minItems", "maxItems", hint)
         if hi == 0:
             return self.add(hint, '"[" space "]" space')
         rest = _rep(f'"," space {item}', max(0, lo - 1), None if hi is None else hi - 1)
@@ -352,28 +386,41 @@ class _Converter:
             if not isinstance(pattern, str):
                 raise SchemaError(f"{hint}: pattern must be a string, "
                                   f"not {type(pattern).__name__}")
-            regex = _Regex(pattern, dotall=self.dotall, raw=self.raw_pattern)
+            # JSON Schema patterns search: an end without its anchor allows any text there
+            free_start = not pattern.startswith("^") and not self.raw_pattern
+            free_end = not self.raw_pattern and not (pattern.endswith("$")
+                                                     and not pattern.endswith("\\$"))
+            anchored = pattern
+            if free_start or free_end:
+                core = pattern[1:] if pattern.startswith("^") else pattern
+                if not free_end:
+                    core = core[:-1]
+                anchored = f"^({core})$"
+            regex = _Regex(anchored, dotall=self.dotall, raw=self.raw_pattern)
             body = regex.parse()
             for name in sorted(regex.used):
                 self.prim(name)
             if self.raw_pattern:  # the text itself: no quotes, no JSON escapes, no space
                 return self.add(hint, body)
-            return self.add(hint, f'"\\"" {body} "\\"" space')
+            if free_start or free_end:
+                anything = f"{self.prim('char')}*"
+                body = f"{anything if free_start else ''} ({body}) {anything if free_end else ''}"
+            return self.add(hint, f'"\\"" {body.strip()} "\\"" space')
+        if fmt is not None and fmt not in _FORMATS:
+            if not isinstance(fmt, str):
+                raise SchemaError(f"{hint}: format must be a string, not {type(fmt).__name__}")
+            fmt = None  # other formats are annotations (JSON Schema 2020-12), as in llama.cpp
         if fmt is not None:
-            if fmt not in _FORMATS:
-                raise SchemaError(f"{hint}: string format {fmt!r} is not supported "
-                                  f"(supported: {', '.join(sorted(_FORMATS))})")
             if fmt == "date-time":
                 inner = f'{self.add("date", _FORMAT_RULES["date"])} "T" ' \
                         f'{self.add("time", _FORMAT_RULES["time"])}'
             else:
                 inner = self.add(fmt, _FORMAT_RULES[fmt])
             return self.add(hint, f'"\\"" {inner} "\\"" space')
-        lo = int(schema.get("minLength", 0))
-        hi = schema.get("maxLength")
+        lo, hi = _count_range(schema, "minLength", "maxLength", hint)
         if lo == 0 and hi is None:
             return self.prim("string")
-        chars = _rep(self.prim("char"), lo, None if hi is None else int(hi))
+        chars = _rep(self.prim("char"), lo, hi)
         return self.add(hint, f'"\\"" {chars} "\\"" space')
 
     def bounds(self, schema: dict[str, Any], integer: bool) -> tuple[int | None, int | None]:
@@ -451,47 +498,27 @@ class _Converter:
         return "".join(f"{name} ::= {body}\n" for name, body in rules.items())
 
 
-PropOrder = Union[str, Sequence[str], Mapping[str, int]]
-"""Property order for ``prop_order``: names ("age,name" as on llama.cpp's
-command line, or a list), or a mapping name -> rank (lower first)."""
+def _count(schema: dict[str, Any], key: str, hint: str) -> int | None:
+    """The non-negative integer ``schema[key]`` (minItems, maxLength ...), or None."""
+    value = schema.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+            or (isinstance(value, float) and not value.is_integer()):
+        raise SchemaError(f"{hint}: {key} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
-def _prop_ranks(prop_order: PropOrder | None) -> dict[str, int]:
-    """``prop_order`` as name -> rank, checked."""
-    if prop_order is None:
-        return {}
-    if isinstance(prop_order, Mapping):
-        ranks: dict[str, int] = {}
-        for name, rank in prop_order.items():
-            if not isinstance(name, str):
-                raise TypeError(f"prop_order keys must be property names (str), "
-                                f"not {type(name).__name__}")
-            if isinstance(rank, bool) or not isinstance(rank, int):
-                raise TypeError(f"prop_order[{name!r}] must be an int rank, "
-                                f"not {type(rank).__name__}")
-            ranks[name] = rank
-        return ranks
-    if isinstance(prop_order, str):
-        names = [n.strip() for n in prop_order.split(",") if n.strip()]
-    elif isinstance(prop_order, Sequence):
-        names = list(prop_order)
-        for name in names:
-            if not isinstance(name, str):
-                raise TypeError(f"prop_order must list property names (str), "
-                                f"not {type(name).__name__}")
-    else:
-        raise TypeError("prop_order must be a list of property names, a comma-separated "
-                        f"string or a mapping name -> rank, not {type(prop_order).__name__}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"prop_order names {', '.join(map(repr, dupes))} more than once")
-    return {name: i for i, name in enumerate(names)}
-
-
-def _check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
-    return value
+def _count_range(schema: dict[str, Any], lo_key: str, hi_key: str,
+                 hint: str) -> tuple[int, int | None]:
+    """``schema[lo_key]`` (default 0) and ``schema[hi_key]`` (None: unbounded),
+    checked: non-negative integers, the minimum not above the maximum."""
+    lo = _count(schema, lo_key, hint) or 0
+    hi = _count(schema, hi_key, hint)
+    if hi is not None and lo > hi:
+        raise SchemaError(f"{hint}: {lo_key} ({lo}) is larger than {hi_key} ({hi}): "
+                          "no value can satisfy both")
+    return lo, hi
 
 
 def to_gbnf(schema: dict[str, Any] | bool | str, *, prop_order: PropOrder | None = None,

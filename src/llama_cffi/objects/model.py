@@ -27,8 +27,9 @@ ProgressCallback = Callable[[float], "bool | None"]
 GGUF_MAGIC = b"GGUF"
 
 
-def _check_gguf_file(path: Path) -> None:
-    """Fail early and clearly for paths llama.cpp would only log about."""
+def _check_gguf_file(path: Path, overrides: Any = ()) -> None:
+    """Fail early and clearly for paths llama.cpp would only log about, and for
+    metadata (with the ``kv_overrides`` applied) its loader would abort on."""
     if not path.exists():
         raise ModelNotFoundError(f"model file not found: {path}")
     if not path.is_file():
@@ -42,7 +43,7 @@ def _check_gguf_file(path: Path) -> None:
         raise ModelLoadError(
             f"{path} is not a GGUF file (it starts with {magic!r}, a GGUF file starts "
             f"with {GGUF_MAGIC!r}); convert the model with llama.cpp's convert_hf_to_gguf.py")
-    check_gguf(path)  # what llama.cpp would crash on: see docs/safety.md
+    check_gguf(path, overrides)  # what llama.cpp would crash on: see docs/safety.md
 
 
 def _c_params(p: ModelParams, keep: list[Any]) -> CData:
@@ -124,7 +125,7 @@ class Model(Handle):
                  progress: ProgressCallback | None = None, **overrides: Any) -> None:
         self.params = ModelParams.from_kwargs(params, **overrides)
         self.path = self._resolve(path)
-        _check_gguf_file(self.path)
+        _check_gguf_file(self.path, self.params.kv_overrides or ())
         keep: list[Any] = []  # C memory params point into; alive as long as the model
         c_params = _c_params(self.params, keep)
         state = CallbackState(progress) if progress is not None else None

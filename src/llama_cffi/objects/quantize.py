@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from .._bindings import model as _model
-from ..errors import LlamaError
+from ..errors import LlamaError, ModelLoadError
+from .gguf_check import check_gguf
 
 FTYPES = {
     "f32": "LLAMA_FTYPE_ALL_F32", "f16": "LLAMA_FTYPE_MOSTLY_F16",
@@ -32,12 +33,18 @@ def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], ftype: st
     nthread: threads, 0 = all (as ``llama-quantize``).
     pure: use ``ftype`` for every tensor (``--pure``).
     """
+    if not isinstance(ftype, str):
+        raise TypeError(f"ftype must be a str such as 'q8_0', got {ftype!r}")
     key = ftype.lower()
     if key not in FTYPES:
         raise ValueError(f"unknown ftype {ftype!r}; choose from {', '.join(FTYPES)}")
     src_p, dst_p = Path(src), Path(dst)
     if not src_p.is_file():
         raise FileNotFoundError(f"model file not found: {src_p}")
+    try:  # llama.cpp's loader aborts on what the check refuses: see docs/safety.md
+        check_gguf(src_p)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"quantizing {src_p} to {ftype} failed: {exc}") from None
     params = _model.quantize_default_params()
     params.ftype = _model.ftype(FTYPES[key])
     params.allow_requantize = bool(allow_requantize)

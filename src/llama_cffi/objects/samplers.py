@@ -21,6 +21,9 @@ from .._bindings.callbacks import SamplerState
 from .._bindings.raw import NULL, CData
 from .._bindings.sampler import TOKEN_DATA
 from ..errors import LlamaError
+from .checks import int_arg as _int
+from .checks import number_arg as _num
+from .checks import seed_arg as _seed
 from .handle import Handle, UseGuard
 from .vocab import Vocab
 
@@ -92,7 +95,6 @@ class Sampler(Handle):
 
 # -- built-in samplers ------------------------------------------------------------
 
-
 def greedy() -> Sampler:
     """Pick the most likely token (temperature 0)."""
     return Sampler(_sampler.greedy(), "greedy", selects=True)
@@ -100,77 +102,82 @@ def greedy() -> Sampler:
 
 def dist(seed: int = DEFAULT_SEED) -> Sampler:
     """Draw a token from the distribution; ``seed`` as ``-s/--seed``."""
-    return Sampler(_sampler.dist(seed), "dist", selects=True)
+    return Sampler(_sampler.dist(_seed(seed)), "dist", selects=True)
 
 
 def top_k(k: int = 40) -> Sampler:
     """Keep the ``k`` most likely tokens (``--top-k``; <= 0 keeps all)."""
-    return Sampler(_sampler.top_k(k), "top-k")
+    return Sampler(_sampler.top_k(_int(k, "k")), "top-k")
 
 
 def top_p(p: float = 0.95, min_keep: int = 1) -> Sampler:
     """Keep the smallest set with probability mass >= p (``--top-p``; 1.0 = off)."""
-    return Sampler(_sampler.top_p(p, min_keep), "top-p")
+    return Sampler(_sampler.top_p(_num(p, "p"), _int(min_keep, "min_keep", 0)), "top-p")
 
 
 def min_p(p: float = 0.05, min_keep: int = 1) -> Sampler:
     """Drop tokens less likely than ``p`` times the most likely one (``--min-p``; 0 = off)."""
-    return Sampler(_sampler.min_p(p, min_keep), "min-p")
+    return Sampler(_sampler.min_p(_num(p, "p"), _int(min_keep, "min_keep", 0)), "min-p")
 
 
 def typical(p: float = 1.0, min_keep: int = 1) -> Sampler:
     """Locally typical sampling (``--typical``; 1.0 = off)."""
-    return Sampler(_sampler.typical(p, min_keep), "typical")
+    return Sampler(_sampler.typical(_num(p, "p"), _int(min_keep, "min_keep", 0)), "typical")
 
 
 def temp(t: float = 0.8) -> Sampler:
     """Divide the logits by the temperature (``--temp``; <= 0 keeps only the most likely)."""
-    return Sampler(_sampler.temp(t), "temp")
+    return Sampler(_sampler.temp(_num(t, "t")), "temp")
 
 
 def temp_ext(t: float = 0.8, delta: float = 0.0, exponent: float = 1.0) -> Sampler:
     """Dynamic temperature in [t - delta, t + delta] by entropy
     (``--dynatemp-range``, ``--dynatemp-exp``)."""
-    return Sampler(_sampler.temp_ext(t, delta, exponent), "temp-ext")
+    return Sampler(_sampler.temp_ext(_num(t, "t"), _num(delta, "delta"),
+                                     _num(exponent, "exponent")), "temp-ext")
 
 
 def xtc(probability: float = 0.0, threshold: float = 0.1, min_keep: int = 1,
         seed: int = DEFAULT_SEED) -> Sampler:
     """Exclude Top Choices (``--xtc-probability``, ``--xtc-threshold``)."""
-    return Sampler(_sampler.xtc(probability, threshold, min_keep, seed), "xtc")
+    return Sampler(_sampler.xtc(_num(probability, "probability"), _num(threshold, "threshold"),
+                                _int(min_keep, "min_keep", 0), _seed(seed)), "xtc")
 
 
 def top_n_sigma(n: float = -1.0) -> Sampler:
     """Keep tokens within n standard deviations of the top logit (``--top-n-sigma``; -1 = off)."""
-    return Sampler(_sampler.top_n_sigma(n), "top-n-sigma")
+    return Sampler(_sampler.top_n_sigma(_num(n, "n")), "top-n-sigma")
 
 
 def mirostat(vocab: Vocab | Model, tau: float = 5.0, eta: float = 0.1, m: int = 100,
              seed: int = DEFAULT_SEED) -> Sampler:
     """Mirostat 1.0 (``--mirostat 1``, ``--mirostat-ent``, ``--mirostat-lr``); selects."""
     v = vocab_of(vocab)
-    return Sampler(_sampler.mirostat(v.n_tokens, seed, tau, eta, m), "mirostat", selects=True,
-                   vocab=v)
+    args = (_seed(seed), _num(tau, "tau"), _num(eta, "eta"), _int(m, "m"))
+    return Sampler(_sampler.mirostat(v.n_tokens, *args), "mirostat", selects=True, vocab=v)
 
 
 def mirostat_v2(tau: float = 5.0, eta: float = 0.1, seed: int = DEFAULT_SEED) -> Sampler:
     """Mirostat 2.0 (``--mirostat 2``); selects."""
-    return Sampler(_sampler.mirostat_v2(seed, tau, eta), "mirostat-v2", selects=True)
+    return Sampler(_sampler.mirostat_v2(_seed(seed), _num(tau, "tau"), _num(eta, "eta")),
+                   "mirostat-v2", selects=True)
 
 
 def adaptive_p(target: float, decay: float = 0.9, seed: int = DEFAULT_SEED) -> Sampler:
     """Select tokens near a target probability (``--adaptive-target``, ``--adaptive-decay``)."""
-    return Sampler(_sampler.adaptive_p(target, decay, seed), "adaptive-p", selects=True)
+    return Sampler(_sampler.adaptive_p(_num(target, "target"), _num(decay, "decay"),
+                                       _seed(seed)), "adaptive-p", selects=True)
 
 
 def penalties(last_n: int = 64, repeat: float = 1.0, frequency: float = 0.0,
               presence: float = 0.0, *, n_vocab: int = 0) -> Sampler:
     """Repetition penalties over the last ``last_n`` tokens (``--repeat-last-n``,
     ``--repeat-penalty``, ``--frequency-penalty``, ``--presence-penalty``)."""
-    if repeat <= 0:
+    args = (_int(n_vocab, "n_vocab", 0), _int(last_n, "last_n"), _num(repeat, "repeat"),
+            _num(frequency, "frequency"), _num(presence, "presence"))
+    if args[2] <= 0:
         raise ValueError("repeat penalty must be > 0 (1.0 disables it)")
-    return Sampler(_sampler.penalties(n_vocab, last_n, repeat, frequency, presence),
-                   "penalties")
+    return Sampler(_sampler.penalties(*args), "penalties")
 
 
 DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
@@ -182,22 +189,37 @@ def dry(vocab: Vocab | Model, multiplier: float = 0.0, base: float = 1.75,
     """DRY repetition penalty (``--dry-multiplier``, ``--dry-base``,
     ``--dry-allowed-length``, ``--dry-penalty-last-n``, ``--dry-sequence-breaker``)."""
     v = vocab_of(vocab)
+    if isinstance(sequence_breakers, str) or \
+            not all(isinstance(b, str) for b in sequence_breakers):
+        raise TypeError(f"sequence_breakers must be a sequence of strings, "
+                        f"got {sequence_breakers!r}")
+    args = (_num(multiplier, "multiplier"), _num(base, "base"),
+            _int(allowed_length, "allowed_length"), _int(penalty_last_n, "penalty_last_n"))
+    v.require_tokenizer("make a DRY sampler")
     with v.borrow() as vp:
-        return Sampler(_sampler.dry(vp, multiplier, base, allowed_length, penalty_last_n,
-                                    sequence_breakers), "dry", vocab=v)
+        return Sampler(_sampler.dry(vp, *args, list(sequence_breakers)), "dry", vocab=v)
 
 
 def logit_bias(vocab: Vocab | Model, biases: Mapping[int, float]) -> Sampler:
     """Add ``bias`` to the logits of the given token ids (``--logit-bias ID(+/-)BIAS``;
     ``float('-inf')`` forbids a token)."""
     v = vocab_of(vocab)
-    items = [(v.check_token(t), float(b)) for t, b in biases.items()]
+    items = []
+    for t, b in biases.items():
+        token = v.check_token(t, "logit_bias token")
+        try:
+            bias = float(b)
+        except (TypeError, ValueError):
+            raise ValueError(f"logit_bias value for token {token} must be a number, "
+                             f"got {b!r}") from None
+        items.append((token, bias))
     return Sampler(_sampler.logit_bias(v.n_tokens, items), "logit-bias", vocab=v)
 
 
 def infill(vocab: Vocab | Model) -> Sampler:
     """Fill-in-the-middle sampler: prefers end-of-generation and merges equal prefixes."""
     v = vocab_of(vocab)
+    v.require_tokenizer("make an infill sampler")
     with v.borrow() as vp:
         return Sampler(_sampler.infill(vp), "infill", vocab=v)
 

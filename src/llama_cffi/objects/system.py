@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 from .._bindings import backend
+from .._bindings.mtmd import HAVE_MTMD
 from .._bindings.init import ensure_initialised
 from .._bindings.raw import (
     BUILD_BACKENDS,
@@ -139,6 +140,8 @@ class SystemInfo:
     devices: devices found at run time.
     build_options: GGML_*/LLAMA_* options that were ON in the build.
     llama_system_info: llama.cpp's own one-line summary (``llama_print_system_info``).
+    supports_multimodal: whether libmtmd (images/audio through a projector)
+        was compiled in (``-DLLAMA_CFFI_MTMD``, ON by default).
     """
 
     version: str
@@ -153,6 +156,7 @@ class SystemInfo:
     supports_gpu_offload: bool
     supports_rpc: bool
     llama_system_info: str
+    supports_multimodal: bool = False
 
     @property
     def cpu_features(self) -> dict[str, str]:
@@ -175,6 +179,7 @@ class SystemInfo:
             mem = f"{d.memory_free / 2**20:.0f}/{d.memory_total / 2**20:.0f} MiB free"
             lines.append(f"  {d.name} [{d.type}] {d.description} ({mem})")
         lines.append(f"build options: {', '.join(self.build_options)}")
+        lines.append(f"multimodal (libmtmd): {'yes' if self.supports_multimodal else 'no'}")
         lines.append(f"system: {self.llama_system_info}")
         return "\n".join(lines)
 
@@ -196,4 +201,5 @@ def system_info() -> SystemInfo:
         supports_gpu_offload=supports["gpu_offload"],
         supports_rpc=supports["rpc"],
         llama_system_info=backend.system_info().strip(),
+        supports_multimodal=HAVE_MTMD,
     )

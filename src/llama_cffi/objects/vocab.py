@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from numbers import Integral
 from typing import TYPE_CHECKING
 
 from .._bindings import model as _model
@@ -81,12 +82,37 @@ class Vocab:
     def __len__(self) -> int:
         return self._n_tokens
 
-    def check_token(self, token: int) -> int:
-        """Return ``token`` as int if it is a valid id, else raise TokenError."""
+    def check_token(self, token: object, what: str = "token") -> int:
+        """Return ``token`` as int if it is a valid id, else raise TokenError
+        (TypeError, naming ``what``, for anything but an integer: a float is not
+        truncated, a str not parsed)."""
+        if isinstance(token, bool) or not isinstance(token, Integral):
+            raise TypeError(f"{what} must be an integer token id, got {token!r}")
         t = int(token)
         if not 0 <= t < self._n_tokens:
             raise TokenError(
-                f"token id {t} is out of range: this vocabulary has ids 0..{self._n_tokens - 1}")
+                f"{what} id {t} is out of range: this vocabulary has ids 0..{self._n_tokens - 1}")
+        return t
+
+    @property
+    def has_tokenizer(self) -> bool:
+        """False for a vocabulary of type ``none`` (``tokenizer.ggml.model`` ``none``
+        or ``no_vocab``): it has token ids but no texts, so it cannot tokenize or
+        detokenize."""
+        return self._type != "none"
+
+    def require_tokenizer(self, what: str) -> None:
+        """Raise TokenError if this vocabulary cannot do ``what`` (type ``none``:
+        llama.cpp would abort the process on a GGML_ASSERT)."""
+        if self._type == "none":
+            raise TokenError(f"cannot {what}: this model has no vocabulary (its "
+                             f"tokenizer.ggml.model is 'none'/'no_vocab'); it takes token "
+                             f"ids or embeddings only")
+
+    def _token(self, token: int, what: str) -> int:
+        """``token`` checked, for a per-token lookup that needs the token texts."""
+        t = self.check_token(token)
+        self.require_tokenizer(what)
         return t
 
     # -- tokenizing -------------------------------------------------------
@@ -100,7 +126,13 @@ class Vocab:
         parse_special: treat special-token text such as ``<|im_start|>`` as the
             special token instead of plain text.
         """
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        if isinstance(text, str):
+            data = text.encode("utf-8")
+        elif isinstance(text, (bytes, bytearray, memoryview)):
+            data = bytes(text)
+        else:
+            raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
+        self.require_tokenizer("tokenize")
         with self.borrow() as ptr:
             return _vocab.tokenize(ptr, data, bool(add_special), bool(parse_special))
 
@@ -111,7 +143,7 @@ class Vocab:
 
         special: render special/control tokens as their text (otherwise empty).
         """
-        t = self.check_token(token)
+        t = self._token(token, "turn a token into text")
         with self.borrow() as ptr:
             return _vocab.token_to_piece(ptr, t, bool(special), int(lstrip))
 
@@ -122,7 +154,10 @@ class Vocab:
         remove_special: drop a leading BOS / trailing EOS the model adds.
         unparse_special: render special tokens as their text.
         """
+        if isinstance(tokens, (str, bytes)):
+            raise TypeError("tokens must be a sequence of token ids, not text")
         ids = [self.check_token(t) for t in tokens]
+        self.require_tokenizer("detokenize")
         with self.borrow() as ptr:
             return _vocab.detokenize(ptr, ids, bool(remove_special), bool(unparse_special))
 
@@ -192,12 +227,12 @@ class Vocab:
 
     def attr(self, token: int) -> TokenAttr:
         """The token's attributes (control, user-defined, byte, normalized, ...)."""
-        t = self.check_token(token)
+        t = self._token(token, "read a token's attributes")
         with self.borrow() as ptr:
             return TokenAttr(_vocab.attr(ptr, t))
 
     def score(self, token: int) -> float:
-        t = self.check_token(token)
+        t = self._token(token, "read a token's score")
         with self.borrow() as ptr:
             return _vocab.score(ptr, t)
 
@@ -217,12 +252,12 @@ class Vocab:
             return _vocab.is_eog(ptr, t)
 
     def is_control(self, token: int) -> bool:
-        t = self.check_token(token)
+        t = self._token(token, "read a token's attributes")
         with self.borrow() as ptr:
             return _vocab.is_control(ptr, t)
 
     def text(self, token: int) -> str:
         """The token's text as stored in the vocabulary."""
-        t = self.check_token(token)
+        t = self._token(token, "read a token's text")
         with self.borrow() as ptr:
             return _vocab.text(ptr, t)

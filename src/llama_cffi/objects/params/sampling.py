@@ -73,7 +73,8 @@ class SamplingParams(_Params):
     llama.cpp's sampling flags). Defaults are llama.cpp's (``common/common.h``)."""
 
     max_tokens: int = param(-1, "-n", "--n-predict", "--predict", parse=int, metavar="N",
-                            help="most tokens to generate, -1 = until the end or a full context")
+                            help="most tokens to generate, -1 (or None) = until the end or a "
+                                 "full context")
     stop: str | Sequence[str] = param((), "--stop", "-r", "--reverse-prompt", parse=str,
                                   repeat=True, metavar="TEXT",
                                   help="strings that end the output (not included); repeatable")
@@ -153,6 +154,8 @@ class SamplingParams(_Params):
                "n_probs": "logprobs", "sampling_seq": "samplers"}
 
     def __post_init__(self) -> None:
+        if self.max_tokens is None:  # llama-cpp-python's "no limit"
+            self._set("max_tokens", -1)
         self._set("max_tokens", _int(self.max_tokens, "max_tokens", minimum=-1))
         stop: object = self.stop
         if isinstance(stop, str):  # one stop string, not its characters

@@ -1,0 +1,285 @@
+"""Our server against llama-server from the same build, under streaming load.
+
+For each model, ``llama-cffi serve`` (``python -m llama_cffi.apps.server``)
+and then ``llama-server`` from the tools this build makes are started, one
+after the other (never both at once), on free ports of 127.0.0.1 with the
+same flags: ``-c 4096 -np 4 -t 2`` (llama-server also gets ``--jinja``, so
+that both apply the model's own chat template). Each is loaded with 1, 4 and
+8 concurrent clients; every client sends its share of requests one after the
+other to ``POST /v1/chat/completions`` with ``stream: true``,
+``stream_options.include_usage``, ``temperature: 0``, ``ignore_eos: true``
+(llama-server's field, which both accept) and ``max_tokens`` (default 96),
+each request with its own fixed prompt (the same prompts for both servers).
+
+Reported per server and concurrency:
+
+* aggregate generated tokens/s: the ``usage.completion_tokens`` the server
+  reports in its last chunk, summed over the level's requests, divided by the
+  level's wall time (first request sent to last stream closed);
+* time to first token, p50 and p95: from sending a request to the first
+  chunk that carries text (``delta.content`` not empty), queueing for a slot
+  included (8 clients share 4 slots);
+* ours / llama-server ratios (goal: aggregate >= 0.95, TTFT <= 1.2).
+
+Run it on a quiet machine (both servers share its cores with this client),
+under the lock the test suite uses, from the repository root::
+
+    flock /tmp/llama_test.lock env PYTHONPATH=src \\
+        python benchmarks/server_load.py --models smollm2-135m [--json out.json] > table.md
+
+``--servers ours`` or ``--servers llama-server`` measures one side only (to
+split a long run into two holds of the lock; the figures of separate runs
+are then compared by hand). ``--per-client 1:20,4:8,8:4`` sets the requests
+per client at each concurrency (about 20-40 s per level on 2 cores with
+SmolLM2). llama-server is looked for in ``build/*/bin`` (a build with
+``-C cmake.define.LLAMA_CFFI_BUILD_TOOLS=ON``) or ``$LLAMA_CFFI_TOOLS_DIR``.
+To compare by hand, start the two servers with the commands this script
+prints to stderr and point any OpenAI client at each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+import llama_cffi as lc
+
+from _common import ROOT, tools_dir
+
+THREADS, N_CTX, N_PARALLEL = 2, 4096, 4
+SUBJECTS = ["a lighthouse keeper", "a lost umbrella", "the first snow", "a clockmaker",
+            "a river otter", "an old violin", "a night train", "a paper kite",
+            "a desert well", "a robot gardener", "a tea merchant", "a sleeping volcano",
+            "a library cat", "a broken compass", "a mountain goat", "a glass bottle"]
+KINDS = ("Write a short story about", "Describe in detail", "Write a poem about",
+         "Explain to a child the idea of")
+
+
+def prompt(i: int) -> str:
+    """The ``i``-th fixed prompt (all distinct: no request finds its whole prompt
+    in a slot's cache; they share the chat template's start, as real chats do)."""
+    return (f"{KINDS[(i // len(SUBJECTS)) % len(KINDS)]} {SUBJECTS[i % len(SUBJECTS)]} "
+            f"in at most {100 + i} words.")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_argv(kind: str, model: str, port: int) -> list[str]:
+    common = ["-c", str(N_CTX), "-np", str(N_PARALLEL), "-t", str(THREADS)]
+    if kind == "ours":
+        return [sys.executable, "-m", "llama_cffi.apps.server", model, *common,
+                "--port", str(port), "--log-level", "warning"]
+    return [str(tools_dir() / "llama-server"), "-m", model, *common, "--jinja",
+            "--host", "127.0.0.1", "--port", str(port)]
+
+
+@contextlib.contextmanager
+def running(kind: str, model: str, log: Path, timeout: float = 180) -> Iterator[tuple[str, int]]:
+    """(base URL, pid) of a server started for the block, ready (``/health`` 200)."""
+    port = free_port()
+    argv = server_argv(kind, model, port)
+    print("$ " + " ".join(argv), file=sys.stderr, flush=True)
+    env = dict(os.environ, GGML_NO_BACKTRACE="1")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{kind} exited ({proc.returncode}):\n"
+                                   + log.read_text(errors="replace")[-3000:])
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url + "/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} did not start in {timeout} s:\n"
+                                   + log.read_text(errors="replace")[-3000:])
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+async def one_request(client: httpx.AsyncClient, url: str, text: str,
+                      max_tokens: int) -> tuple[float, int]:
+    """(seconds to the first text chunk, completion tokens from usage) of one streamed chat."""
+    body = {"messages": [{"role": "user", "content": text}], "stream": True,
+            "stream_options": {"include_usage": True}, "temperature": 0,
+            "ignore_eos": True, "max_tokens": max_tokens}
+    t0 = time.perf_counter()
+    ttft: float | None = None
+    tokens: int | None = None
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread())[:500]!r}")
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(f"error in the stream: {chunk['error']}")
+            if ttft is None and any(c.get("delta", {}).get("content")
+                                    for c in chunk.get("choices") or []):
+                ttft = time.perf_counter() - t0
+            if chunk.get("usage"):
+                tokens = int(chunk["usage"]["completion_tokens"])
+    if ttft is None or tokens is None:
+        raise RuntimeError("a stream ended without text or without usage")
+    return ttft, tokens
+
+
+async def level(url: str, clients: int, per_client: int, max_tokens: int,
+                first_prompt: int) -> dict[str, Any]:
+    """``clients`` concurrent clients, each sending ``per_client`` requests in turn
+    (a new connection for each request: llama-server closes kept-alive ones at times)."""
+    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+        async def run_client(c: int) -> list[tuple[float, int]]:
+            return [await one_request(client, url, prompt(first_prompt + c * per_client + r),
+                                      max_tokens) for r in range(per_client)]
+
+        t0 = time.perf_counter()
+        per = await asyncio.gather(*(run_client(c) for c in range(clients)))
+        wall = time.perf_counter() - t0
+    ttfts = np.array([t for rows in per for t, _ in rows])
+    tokens = sum(n for rows in per for _, n in rows)
+    return {"clients": clients, "requests": len(ttfts), "tokens": tokens, "wall_s": wall,
+            "tok_s": tokens / wall, "ttft_p50": float(np.percentile(ttfts, 50)),
+            "ttft_p95": float(np.percentile(ttfts, 95))}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(kind: str, model: str, plan: dict[int, int], max_tokens: int,
+            log: Path) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    with running(kind, model, log) as (url, pid):
+        print(f"{kind}: pid {pid}", file=sys.stderr, flush=True)
+        # warm-up: every slot once, prompts not used below
+        asyncio.run(level(url, N_PARALLEL, 1, 8, first_prompt=10_000))
+        first = 0  # each level has its own prompts
+        for clients, per_client in plan.items():
+            cpu0 = cpu_seconds(pid)
+            r = asyncio.run(level(url, clients, per_client, max_tokens, first_prompt=first))
+            first += clients * per_client
+            r["server_cpu_ms_per_token"] = (cpu_seconds(pid) - cpu0) / r["tokens"] * 1e3
+            print(f"{kind} {clients} clients: {r['tok_s']:.1f} t/s, TTFT p50 "
+                  f"{r['ttft_p50'] * 1e3:.0f} ms p95 {r['ttft_p95'] * 1e3:.0f} ms "
+                  f"({r['requests']} requests, {r['wall_s']:.1f} s, server CPU "
+                  f"{r['server_cpu_ms_per_token']:.1f} ms/token)", file=sys.stderr, flush=True)
+            out[clients] = r
+    return out
+
+
+def median_of(rounds: list[dict[int, dict[str, Any]]]) -> dict[int, dict[str, Any]]:
+    """Per concurrency, the median over rounds of every figure."""
+    out: dict[int, dict[str, Any]] = {}
+    for k in rounds[0]:
+        rows = [r[k] for r in rounds]
+        out[k] = {key: float(np.median([row[key] for row in rows])) for key in rows[0]}
+    return out
+
+
+def table(name: str, ours: dict[int, dict[str, Any]], theirs: dict[int, dict[str, Any]],
+          max_tokens: int) -> str:
+    lines = [f"### {name} (-c {N_CTX} -np {N_PARALLEL} -t {THREADS}, {max_tokens} tokens "
+             "per request)", "",
+             "| clients | ours t/s | llama-server t/s | ratio | ours TTFT p50 / p95 ms | "
+             "llama-server TTFT p50 / p95 ms | TTFT ratio p50 / p95 | "
+             "server CPU ms/token ours / llama-server |",
+             "|---|---|---|---|---|---|---|---|"]
+    for k in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(k), theirs.get(k)
+
+        def cell(r: dict[str, Any] | None) -> tuple[str, str]:
+            if r is None:
+                return "-", "-"
+            return f"{r['tok_s']:.1f}", f"{r['ttft_p50'] * 1e3:.0f} / {r['ttft_p95'] * 1e3:.0f}"
+
+        (at, attft), (bt, bttft) = cell(a), cell(b)
+        cpu = " / ".join("-" if r is None else f"{r['server_cpu_ms_per_token']:.1f}"
+                         for r in (a, b))
+        if a and b:
+            ratio = f"{a['tok_s'] / b['tok_s']:.3f}"
+            tr = f"{a['ttft_p50'] / b['ttft_p50']:.2f} / {a['ttft_p95'] / b['ttft_p95']:.2f}"
+        else:
+            ratio = tr = "-"
+        lines.append(f"| {k} | {at} | {bt} | {ratio} | {attft} | {bttft} | {tr} | {cpu} |")
+    return "\n".join(lines)
+
+
+def parse_plan(text: str) -> dict[int, int]:
+    plan = {}
+    for item in text.split(","):
+        clients, _, per = item.partition(":")
+        plan[int(clients)] = int(per)
+    return plan
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--models", default="smollm2-135m",
+                    help="registry names or GGUF paths, comma-separated")
+    ap.add_argument("--servers", default="ours,llama-server")
+    ap.add_argument("--per-client", default="1:16,4:6,8:3",
+                    help="CLIENTS:REQUESTS_EACH,... (the concurrency levels)")
+    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="measure each server this many times (alternating which starts), "
+                         "report the medians")
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--logs", default=None, help="keep the servers' logs in this folder")
+    a = ap.parse_args()
+    plan = parse_plan(a.per_client)
+    servers = a.servers.split(",")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        logdir = Path(a.logs or tmp)
+        logdir.mkdir(parents=True, exist_ok=True)
+        for name in a.models.split(","):
+            path = str(lc.models.fetch(name)) if not name.endswith(".gguf") else name
+            rounds: dict[str, list[dict[int, dict[str, Any]]]] = {k: [] for k in servers}
+            for i in range(a.rounds):
+                for kind in servers if i % 2 == 0 else servers[::-1]:
+                    log = logdir / f"{Path(name).stem}-{kind}-{i}.log"
+                    rounds[kind].append(measure(kind, path, plan, a.max_tokens, log))
+            medians = {kind: median_of(rows) for kind, rows in rounds.items()}
+            results[name] = {"median": medians, "rounds": rounds}
+            print(table(name, medians.get("ours", {}), medians.get("llama-server", {}),
+                        a.max_tokens))
+            print(flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+
+if __name__ == "__main__":
+    main()
