@@ -19,7 +19,15 @@ Reported per server and concurrency:
 * time to first token, p50 and p95: from sending a request to the first
   chunk that carries text (``delta.content`` not empty), queueing for a slot
   included (8 clients share 4 slots);
+* the server process's CPU time (user + system, all threads) per generated
+  token;
 * ours / llama-server ratios (goal: aggregate >= 0.95, TTFT <= 1.2).
+
+Each server is measured ``--rounds`` times (default 2, in ABBA order: ours,
+llama-server, llama-server, ours) and the medians are reported; single
+measurements scatter by 10-25 % on a shared 2-core machine. Every
+concurrency level has its own prompts: a prompt seen before would be found
+whole in a slot's cache and TTFT would no longer include prompt processing.
 
 Run it on a quiet machine (both servers share its cores with this client),
 under the lock the test suite uses, from the repository root::
@@ -27,14 +35,17 @@ under the lock the test suite uses, from the repository root::
     flock /tmp/llama_test.lock env PYTHONPATH=src \\
         python benchmarks/server_load.py --models smollm2-135m [--json out.json] > table.md
 
-``--servers ours`` or ``--servers llama-server`` measures one side only (to
-split a long run into two holds of the lock; the figures of separate runs
-are then compared by hand). ``--per-client 1:20,4:8,8:4`` sets the requests
-per client at each concurrency (about 20-40 s per level on 2 cores with
-SmolLM2). llama-server is looked for in ``build/*/bin`` (a build with
+About 6 minutes per model with the defaults (``--per-client 1:16,4:6,8:3``:
+requests per client at each concurrency, 20-25 s per level with SmolLM2 on
+2 cores; ``--max-tokens 96``). For Gemma 3 270M, ``--per-client 1:8,4:4,8:2
+--max-tokens 64`` keeps a run near 4 minutes. ``--servers ours`` or
+``--servers llama-server`` measures one side only, ``--logs DIR`` keeps the
+servers' logs (llama-server's give its prompt and generation times per
+request). llama-server is looked for in ``build/*/bin`` (a build with
 ``-C cmake.define.LLAMA_CFFI_BUILD_TOOLS=ON``) or ``$LLAMA_CFFI_TOOLS_DIR``.
 To compare by hand, start the two servers with the commands this script
-prints to stderr and point any OpenAI client at each.
+prints to stderr (lines starting with ``$``) and point any OpenAI client
+at each, one at a time.
 """
 
 from __future__ import annotations
@@ -56,10 +67,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _common import ROOT, tools_dir
 
 import llama_cffi as lc
-
-from _common import ROOT, tools_dir
 
 THREADS, N_CTX, N_PARALLEL = 2, 4096, 4
 SUBJECTS = ["a lighthouse keeper", "a lost umbrella", "the first snow", "a clockmaker",
@@ -108,10 +118,10 @@ def running(kind: str, model: str, log: Path, timeout: float = 180) -> Iterator[
             if proc.poll() is not None:
                 raise RuntimeError(f"{kind} exited ({proc.returncode}):\n"
                                    + log.read_text(errors="replace")[-3000:])
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url + "/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
+            with contextlib.suppress(OSError), \
+                    urllib.request.urlopen(url + "/health", timeout=5) as resp:
+                if resp.status == 200:
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{kind} did not start in {timeout} s:\n"
                                    + log.read_text(errors="replace")[-3000:])
@@ -212,11 +222,11 @@ def median_of(rounds: list[dict[int, dict[str, Any]]]) -> dict[int, dict[str, An
 
 def table(name: str, ours: dict[int, dict[str, Any]], theirs: dict[int, dict[str, Any]],
           max_tokens: int) -> str:
-    lines = [f"### {name} (-c {N_CTX} -np {N_PARALLEL} -t {THREADS}, {max_tokens} tokens "
-             "per request)", "",
-             "| clients | ours t/s | llama-server t/s | ratio | ours TTFT p50 / p95 ms | "
-             "llama-server TTFT p50 / p95 ms | TTFT ratio p50 / p95 | "
-             "server CPU ms/token ours / llama-server |",
+    lines = [(f"### {name} (-c {N_CTX} -np {N_PARALLEL} -t {THREADS}, {max_tokens} tokens "
+              "per request)"), "",
+             ("| clients | ours t/s | llama-server t/s | ratio | ours TTFT p50 / p95 ms | "
+              "llama-server TTFT p50 / p95 ms | TTFT ratio p50 / p95 | "
+              "server CPU ms/token ours / llama-server |"),
              "|---|---|---|---|---|---|---|---|"]
     for k in sorted(set(ours) | set(theirs)):
         a, b = ours.get(k), theirs.get(k)

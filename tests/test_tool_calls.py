@@ -263,6 +263,7 @@ def test_tools_and_a_grammar_cannot_both_constrain(llm: lc.LLM) -> None:
     ("mistralai-Mistral-Nemo-Instruct-2407", "auto", "mistral", False, False),
     ("mistralai-Mistral-Nemo-Instruct-2407", "required", "generic", True, True),
     ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "auto", "deepseek", False, True),
+    ("deepseek-ai-DeepSeek-V3.2", "auto", "generic", False, False),  # its own DSML format
     ("google-gemma-2-2b-it", "auto", "generic", True, True),
     ("google-gemma-2-2b-it", "none", None, False, False),
 ])

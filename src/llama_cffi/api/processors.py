@@ -73,7 +73,7 @@ class LogitsProcessorStage(PythonSampler):
             scores[ids] = view
         input_ids = np.asarray(self.ids, dtype=np.intc)
         for fn in self.processors:
-            out = fn(input_ids, scores)
+            out: Any = fn(input_ids, scores)
             if out is None:  # changed in place and returned nothing
                 continue
             arr = np.asarray(out, dtype=np.single)

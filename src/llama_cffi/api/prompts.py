@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Union
+from typing import Any, Union
 
 from ..objects.vocab import Vocab
 from . import fim
@@ -37,11 +37,12 @@ def tokenize(vocab: Vocab, prompt: Prompt, *, add_special: bool = True) -> list[
             if bos_bytes and starts:
                 add_special = False  # the text (a chat template) already has it
         return vocab.tokenize(prompt, add_special=add_special, parse_special=True)
-    if not isinstance(prompt, Sequence) and not hasattr(prompt, "__array__"):
+    items: Any = prompt
+    if not isinstance(items, Sequence) and not hasattr(items, "__array__"):
         raise TypeError(f"prompt must be text, UTF-8 bytes or a sequence of token ids, "
-                        f"got {type(prompt).__name__}")
+                        f"got {type(items).__name__}")
     out = []
-    for t in prompt:
+    for t in items:
         if isinstance(t, bool) or not isinstance(t, Integral):
             raise TypeError(f"a prompt given as token ids must hold integers, got {t!r}")
         out.append(vocab.check_token(t))

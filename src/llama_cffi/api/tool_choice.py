@@ -183,16 +183,20 @@ def prepare_chat(model: Model, messages: Sequence[Mapping[str, Any]], *,
     parse: str | None = None
     if choice != "none":
         forced = choice != "auto"
-        if not native or (forced and family not in _NATIVE_FORCED):
-            family = "generic"
-            prompt: str | None = _msgs.tools_system_prompt(checked, mode="forced" if forced
-                                                           else "auto")
+        prompt: str | None = None
+        if native and (not forced or family in _NATIVE_FORCED):
+            if not describes:
+                prompt = _msgs.tools_system_prompt(checked, mode="list")
+            if forced:
+                grammar, family = tool_grammar(checked, choice, family)
+        elif describes and not forced:
+            family = "generic"  # a format we cannot write: its calls stay in the content
         else:
-            prompt = None if describes else _msgs.tools_system_prompt(checked, mode="list")
+            family = "generic"
+            prompt = _msgs.tools_system_prompt(checked, mode="forced" if forced else "auto")
+            grammar, family = tool_grammar(checked, choice, family)
         if prompt is not None:
             msgs = _msgs.with_system(_msgs.normalize(messages), prompt)
-        if forced or family == "generic":
-            grammar, family = tool_grammar(checked, choice, family)
         parse = family
     render_tools = checked if choice != "none" and describes else None
     if isinstance(tmpl, str):

@@ -154,7 +154,8 @@ class SamplingParams(_Params):
                "n_probs": "logprobs", "sampling_seq": "samplers"}
 
     def __post_init__(self) -> None:
-        if self.max_tokens is None:  # llama-cpp-python's "no limit"
+        max_tokens: object = self.max_tokens
+        if max_tokens is None:  # llama-cpp-python's "no limit"
             self._set("max_tokens", -1)
         self._set("max_tokens", _int(self.max_tokens, "max_tokens", minimum=-1))
         stop: object = self.stop
