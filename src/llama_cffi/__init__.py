@@ -61,6 +61,9 @@ from .engine.generation import Generation, TextStream
 from .objects.grammar import Grammar
 from .api.chat_template import ChatTemplate, TemplateError
 from .api.llm import LLM, Stream
+from .api.prompt_cache import DiskPromptCache, RamPromptCache
+from .api.state import LLMState
+from .engine.results import ToolCall
 from .engine.engine import Engine, EngineMetrics
 from .engine.request import RequestHandle
 from .engine.results import Completion, Timings, TokenLogprob, Usage
@@ -80,7 +83,7 @@ __all__ = [
     "__version__",
     "ModelParams", "ContextParams", "SamplingParams", "SpeculativeParams",
     "Engine", "EngineMetrics", "RequestHandle", "EngineBusyError", "EngineDeadError",
-    "LLM", "Completion", "Stream", "Timings", "TokenLogprob", "Usage", "ChatTemplate",
+    "LLM", "LLMState", "RamPromptCache", "DiskPromptCache", "ToolCall", "Completion", "Stream", "Timings", "TokenLogprob", "Usage", "ChatTemplate",
     "TemplateError", "DraftModel", "NgramSimple", "IncompatibleDraftError", "SpecStats",
     "quantize",
     "Backend", "Batch", "Candidates", "Context", "Device", "Generation", "Grammar",

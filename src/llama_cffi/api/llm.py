@@ -250,6 +250,15 @@ class LLM:
 
     # -- prompts ------------------------------------------------------------------------
 
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str = "*.gguf", **kwargs: Any) -> LLM:
+        """An LLM on a GGUF from the Hugging Face Hub (``filename``: a glob; split
+        GGUFs are fetched whole). Needs the ``hf`` extra (huggingface_hub);
+        ``kwargs`` are :class:`LLM`'s."""
+        from ..objects import hub
+
+        return cls(hub.download(repo_id, filename), **kwargs)
+
     def tokenize(self, prompt: str | bytes | Sequence[int], *,
                  add_special: bool = True) -> list[int]:
         """Token ids of ``prompt``: text, UTF-8 bytes (text, as
