@@ -210,3 +210,28 @@ def test_vocab_only_cannot_generate(smollm2_path: Path) -> None:
         assert m.detokenize(m.tokenize(b"Hello")) == b"Hello"
         with pytest.raises(lc.llama.LlamaError, match="vocab_only"):
             m("Hello")
+
+
+def test_vision_chat_handler_passes_the_projector(smollm2_path: Path, tmp_path: Path) -> None:
+    """llama-cpp-python's ``chat_handler=Llava15ChatHandler(clip_model_path=...)``:
+    image parts reach the model through libmtmd, as LLM(mmproj=...) sends them."""
+    import base64
+
+    import llama_cffi as core
+    from llama_cffi.compat.llama_chat_format import Llava15ChatHandler
+
+    from ..mmproj_synthetic import make_image, png_bytes, write_mmproj
+
+    write_mmproj(tmp_path / "mmproj.gguf", 576)
+    url = "data:image/png;base64," + base64.b64encode(png_bytes(make_image(0))).decode()
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                             {"type": "text", "text": "What is this?"}]}]
+    handler = Llava15ChatHandler(clip_model_path=str(tmp_path / "mmproj.gguf"))
+    with lc.Llama(model_path=str(smollm2_path), n_ctx=1024, chat_handler=handler,
+               verbose=False) as llm:
+        got = llm.create_chat_completion(messages=messages, max_tokens=12, temperature=0)
+    with core.LLM(smollm2_path, n_ctx=1024, mmproj=tmp_path / "mmproj.gguf") as ref:
+        want = ref.chat(messages, max_tokens=12, temperature=0)
+    assert got["choices"][0]["message"]["content"] == want.content
+    with pytest.raises(ValueError, match="chat_handler"):
+        lc.Llama(model_path=str(smollm2_path), chat_handler=object(), verbose=False)

@@ -80,6 +80,8 @@ class Options:
     logits_all: bool = False
     vocab_only: bool = False
     spm_infill: bool = False
+    mmproj: str | None = None
+    """The projector GGUF of a vision ``chat_handler`` (llama.cpp's ``--mmproj``)."""
 
 
 def _unspecified(value: Any) -> bool:
@@ -103,7 +105,10 @@ def parse(kwargs: Mapping[str, Any]) -> Options:
                 raise TypeError(f"chat_format must be a format name, got {value!r}")
             opts.chat_format = value
         elif key == "chat_handler":
-            if value is not None:
+            projector = getattr(value, "clip_model_path", None)
+            if isinstance(projector, str):  # a vision handler: llama.cpp's --mmproj
+                opts.mmproj = projector
+            elif value is not None:
                 raise ValueError(
                     "chat_handler is not supported by llama_cffi.compat.Llama: chat goes "
                     "through llama.cpp's chat templates; pass chat_format='<name>' (or leave "

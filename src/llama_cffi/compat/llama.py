@@ -14,7 +14,10 @@ caches. Results are the OpenAI-shaped dicts of llama-cpp-python
 
 Differences from llama-cpp-python, on purpose: unknown constructor or call
 keywords raise TypeError (llama-cpp-python ignored them); ``logits_all`` is
-not needed for ``logprobs``; ``chat_handler`` and ``tokenizer`` are not
+not needed for ``logprobs``; ``chat_handler`` takes only the vision
+handlers (``Llava15ChatHandler(clip_model_path=...)`` and its siblings in
+:mod:`llama_cffi.compat.llama_chat_format`: the projector goes to llama.cpp's
+libmtmd, the prompt comes from the model's template), and ``tokenizer`` is not
 supported (ValueError); llama.cpp's log goes to the ``logging`` module;
 ``scores`` holds only the last evaluated logits. The object closes itself
 when collected, as llama-cpp-python's does; ``close()`` or ``with`` frees
@@ -87,6 +90,8 @@ class Llama:
                     raise TypeError("draft_model must be a LlamaPromptLookupDecoding (or another "
                                     "object with propose(history, last)), or a GGUF path")
                 llm_kw["speculative"] = draft
+            if opts.mmproj is not None:
+                llm_kw["mmproj"] = opts.mmproj
             self._llm = LLM(self.model_path, **llm_kw)
             model = self._llm.model
             self._n_ctx = self._llm.ctx.n_ctx

@@ -99,3 +99,29 @@ def format_mistral_instruct(messages: Sequence[Mapping[str, Any]],
             parts.append(" [/INST]" + str(content) + eos)
     parts.append(" [/INST]")
     return ChatFormatterResponse(prompt="".join(parts), stop=eos)
+
+
+class MultimodalChatHandler:
+    """llama-cpp-python's vision chat handlers (``Llava15ChatHandler(clip_model_path=...)``
+    and the like), here one class: it names the projector GGUF (llama.cpp's
+    ``--mmproj``). ``Llama(chat_handler=...)`` loads it with the model; image
+    parts of chat messages then go through llama.cpp's libmtmd, with the
+    model's own chat template (the handler's hand-written prompt formats are
+    not used: libmtmd knows each projector's image markers)."""
+
+    def __init__(self, clip_model_path: str, verbose: bool = True) -> None:
+        if not isinstance(clip_model_path, str) or not clip_model_path:
+            raise TypeError("clip_model_path must be the path of a projector (mmproj) GGUF")
+        self.clip_model_path = clip_model_path
+        self.verbose = verbose
+
+
+# llama-cpp-python's names for its vision handlers: all the same here
+Llava15ChatHandler = MultimodalChatHandler
+Llava16ChatHandler = MultimodalChatHandler
+MoondreamChatHandler = MultimodalChatHandler
+NanoLlavaChatHandler = MultimodalChatHandler
+Llama3VisionAlphaChatHandler = MultimodalChatHandler
+MiniCPMv26ChatHandler = MultimodalChatHandler
+Qwen25VLChatHandler = MultimodalChatHandler
+Gemma3ChatHandler = MultimodalChatHandler
