@@ -15,11 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub  # noqa: F401 - the test extra installs it; the tests need it
 import pytest
 
 from tests.hub_standin import HubStandIn
-
-pytest.importorskip("huggingface_hub")
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = ROOT / "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"

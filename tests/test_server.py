@@ -12,11 +12,11 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import openai
 import pytest
 
 from .server_util import Server, llama_server, ours
 
-openai = pytest.importorskip("openai", reason="the test extra installs openai")
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import re
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from .server_util import ours
 
-httpx = pytest.importorskip("httpx", reason="the test extra installs httpx (with openai)")
 
 pytestmark = pytest.mark.slow
 
