@@ -27,7 +27,7 @@ from llama_cffi.objects.gguf_check import GGML_TYPES, check_gguf
 from . import synthetic
 from .conftest import ROOT, run_python
 from .test_gguf_mutants import (
-    ARR, BOOL, F32, I32, STR, U32, Layout, Mutant, Slot, _pack, gguf_kv, gguf_string,
+    ARR, BOOL, STR, U32, Layout, Mutant, Slot, _pack, gguf_kv, gguf_string,
     materialise, walk_gguf,
 )
 

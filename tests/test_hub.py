@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import huggingface_hub  # noqa: F401 - the test extra installs it; the tests need it
-import pytest
 
 from tests.hub_standin import HubStandIn
 

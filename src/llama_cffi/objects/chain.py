@@ -40,7 +40,6 @@ from .handle import Handle, UseGuard
 from .params import SamplingParams
 from .samplers import (
     DEFAULT_SEED,
-    DRY_SEQUENCE_BREAKERS,
     Candidates,
     PythonSampler,
     Sampler,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import time
@@ -355,6 +356,4 @@ class OpenAIRoutes:
 
 
 async def _in_thread(fn: Any) -> Any:
-    import asyncio
-
     return await asyncio.to_thread(fn)
