@@ -32,20 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.slot import common_prefix
 from .state import _MAGIC, LLMState
 
 
 def _key(tokens: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(t) for t in tokens)
-
-
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _capacity(value: int) -> int:
@@ -104,7 +96,7 @@ class PromptCache:
         for key, (_, m) in self._sizes.items():
             if model is not None and m and m != model:
                 continue
-            n = _common(key, tokens)
+            n = common_prefix(key, tokens)
             if n > best_n:
                 best, best_n = key, n
         return best

@@ -37,9 +37,14 @@ from ..errors import LlamaError
 from ..objects.lora import LoraAdapter
 from ..objects.model import Model
 from ..objects.params import ModelParams
-from . import _completion, _lowlevel
 from ._chat import ChatOptions, create_chat_completion
 from ._completion import CompletionOptions, options
+from ._completion import create_completion as _create_completion
+from ._lowlevel import eval_tokens as _eval_tokens
+from ._lowlevel import generate as _generate
+from ._lowlevel import load_state as _load_state
+from ._lowlevel import sample as _sample
+from ._lowlevel import save_state as _save_state
 from ._options import parse
 from .llama_cache import BaseLlamaCache
 from .state import LlamaState, as_int_array, common_prefix
@@ -197,14 +202,14 @@ class Llama:
         ``logits_processor``, ``stopping_criteria``, ``stream``, ``model``.
         """
         o = options(CompletionOptions, kwargs, "create_completion")
-        return _completion.create_completion(self, prompt, suffix, max_tokens, o)
+        return _create_completion(self, prompt, suffix, max_tokens, o)
 
     def __call__(self, prompt: str | bytes | Sequence[int], suffix: str | None = None,
                  max_tokens: int | None = 16,
                  **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """:meth:`create_completion`."""
         o = options(CompletionOptions, kwargs, "__call__")
-        return _completion.create_completion(self, prompt, suffix, max_tokens, o)
+        return _create_completion(self, prompt, suffix, max_tokens, o)
 
     def create_chat_completion(self, messages: Sequence[dict[str, Any]],
                                **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
@@ -281,29 +286,29 @@ class Llama:
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluate ``tokens`` after those already evaluated (one engine request)."""
-        _lowlevel.eval_tokens(self, tokens)
+        _eval_tokens(self, tokens)
 
     def sample(self, **kwargs: Any) -> int:
         """Pick the next token from the last evaluated logits (llama-cpp-python's
         keywords: ``temp``, ``top_k``, ``top_p``, ``min_p``, ``typical_p``,
         ``repeat_penalty``, ``frequency_penalty``, ``presence_penalty``,
         ``mirostat_mode``, ``logits_processor``, ``grammar``, ``idx``)."""
-        return _lowlevel.sample(self, kwargs)
+        return _sample(self, kwargs)
 
     def generate(self, tokens: Sequence[int], **kwargs: Any) -> Iterator[int]:
         """Yield tokens one by one after ``tokens`` (eval, sample, repeat); the
         keywords of :meth:`sample` plus ``reset``, ``stopping_criteria``."""
-        return _lowlevel.generate(self, tokens, kwargs)
+        return _generate(self, tokens, kwargs)
 
     # -- states and caches ----------------------------------------------------------------------
 
     def save_state(self) -> LlamaState:
         """The KV cache of the context, its tokens, the last logits and the seed."""
-        return _lowlevel.save_state(self)
+        return _save_state(self)
 
     def load_state(self, state: LlamaState) -> None:
         """Restore a :meth:`save_state` (same model and context size)."""
-        _lowlevel.load_state(self, state)
+        _load_state(self, state)
 
     def set_cache(self, cache: BaseLlamaCache | None) -> None:
         """Save a state after every completion into ``cache`` and start from the

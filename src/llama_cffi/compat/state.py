@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
+
+from ..engine.slot import common_prefix as common_prefix  # compat modules import it here
 
 LogitsProcessor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``fn(input_ids, scores) -> scores``: input_ids are the prompt and the tokens
@@ -61,11 +62,3 @@ def as_int_array(tokens: Sequence[int]) -> np.ndarray:
     return np.asarray(list(tokens), dtype=np.intc)
 
 
-def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """Length of the longest common prefix of two token sequences."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

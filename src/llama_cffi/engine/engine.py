@@ -46,7 +46,7 @@ from .media import MediaPrefill, prefill_media
 from .request import _DONE, _ERROR, Cancel, Request, RequestHandle
 from .generation import TokenFacts
 from .results import Completion, Timings, Usage
-from .slot import Slot
+from .slot import Slot, common_prefix
 from . import state_cache
 
 _T = TypeVar("_T")
@@ -325,7 +325,7 @@ class Engine:
                 self.metrics.requests_total += 1  # every request that ends is counted
                 self.metrics.requests_cancelled += 1
                 continue
-            slot = max(free, key=lambda s: (_common(s.cache, req.tokens), s.last_used))
+            slot = max(free, key=lambda s: (common_prefix(s.cache, req.tokens), s.last_used))
             free.remove(slot)
             try:
                 self._start(slot, req)
@@ -344,7 +344,7 @@ class Engine:
             other = slot.req
             if other is None or other is req or slot.next_token is not None:
                 continue
-            n = min(_common(other.tokens, req.tokens), len(req.tokens) - 1)
+            n = min(common_prefix(other.tokens, req.tokens), len(req.tokens) - 1)
             if n >= MIN_SHARED_PREFIX and slot.n_prompt_done < n:
                 return True
         return False
@@ -354,15 +354,15 @@ class Engine:
         if len(tokens) >= ctx.n_ctx_seq:  # context_shift asked: keep the start and the end
             tokens[:] = tokens[:4] + tokens[-(ctx.n_ctx_seq // 2):]
         limit = len(tokens) - 1  # the last prompt token is always evaluated (its logits)
-        own = min(_common(slot.cache, tokens), limit) if self._reusable(slot) else 0
+        own = min(common_prefix(slot.cache, tokens), limit) if self._reusable(slot) else 0
         donor, best = None, own
         for other in (self.slots if self.share_prefix else ()):
             if other is not slot:
-                n = min(_common(other.cache, tokens), limit)
+                n = min(common_prefix(other.cache, tokens), limit)
                 if n > best and self._reusable(other):
                     donor, best = other, n
         if self.prompt_cache is not None and state_cache.restore(self, slot, tokens, best):
-            donor, own = None, min(_common(slot.cache, tokens), limit)
+            donor, own = None, min(common_prefix(slot.cache, tokens), limit)
         if donor is not None:
             self._copy_prefix(donor, slot, best)
             self.metrics.prefix_copies += 1
@@ -565,15 +565,6 @@ class Engine:
         m = self.metrics
         m.requests_running = sum(1 for s in self.slots if s.busy)
         m.kv_cells_used = sum(len(s.cache) for s in self.slots)
-
-
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _cancelled_completion(req: Request) -> Completion:

@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .generation import TextStream, TokenFacts
 from .request import _DONE, _ERROR, _PIECE, Request
 from .results import Completion, Timings, TokenLogprob, Usage
+
+
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Length of the longest common prefix of two token sequences (prefix reuse)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def stop_holdback(text: str, stops: Sequence[str]) -> int:

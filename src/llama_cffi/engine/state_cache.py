@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ContextError, LlamaError
+from .slot import common_prefix
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -45,15 +46,6 @@ class PromptStateCache(Protocol):
         ...
 
 
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def restore(engine: Engine, slot: Slot, tokens: Sequence[int], best: int) -> bool:
     """Load the cached state sharing the longest prefix with ``tokens`` into
     ``slot`` if that prefix is longer than ``best`` (what the slots hold
@@ -65,7 +57,7 @@ def restore(engine: Engine, slot: Slot, tokens: Sequence[int], best: int) -> boo
     if hit is None:
         return False
     cached, data = hit
-    if min(_common(cached, tokens), len(tokens) - 1) <= best:
+    if min(common_prefix(cached, tokens), len(tokens) - 1) <= best:
         return False
     ctx = engine.ctx
     ctx.seq_rm(slot.seq_id)
