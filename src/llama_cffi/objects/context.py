@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,10 +16,17 @@ from .._bindings import model as _M
 from .._bindings.callbacks import CallbackState
 from .._bindings.enums import PoolingType
 from .._bindings.raw import CData
-from ..errors import ClosedError, ContextError, ContextFullError, InvalidBatchError, LlamaError
+from ..errors import (
+    ClosedError,
+    ContextError,
+    ContextFullError,
+    InvalidBatchError,
+    LlamaError,
+)
 from . import control_vector
 from .batch import Batch
 from .checks import bytes_arg, check_adapter, number_arg
+from .context_setup import c_params, counted, default_threads, exclusive
 from .handle import Handle, UseGuard
 from .params import ContextParams
 
@@ -29,60 +34,7 @@ if TYPE_CHECKING:
     from .lora import LoraAdapter
     from .model import Model
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _exclusive(method: _F) -> _F:
-    """Run a Context method only while no other thread uses the context
-    (decode, memory, state and outputs all touch the same C object)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Context, *args: Any, **kwargs: Any) -> Any:
-        self._enter()
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._guard.release()
-
-    return wrapper  # type: ignore[return-value]
-
-
-def default_threads() -> int:
-    """Threads llama_cffi uses by default: the CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _c_params(p: ContextParams) -> CData:
-    """``llama_context_params`` for ``p`` (None fields keep llama.cpp's defaults)."""
-    c = _C.default_params()
-    for name in ("n_ctx", "n_batch", "n_ubatch", "n_seq_max", "rope_freq_base",
-                 "rope_freq_scale", "yarn_ext_factor", "yarn_attn_factor", "yarn_beta_fast",
-                 "yarn_beta_slow", "yarn_orig_ctx", "embeddings", "offload_kqv", "op_offload",
-                 "swa_full", "kv_unified", "no_perf"):
-        value = getattr(p, name)
-        if value is not None:
-            setattr(c, name, value)
-    if c.n_seq_max > _C.max_parallel_sequences():
-        raise ValueError(f"n_seq_max is at most {_C.max_parallel_sequences()}")
-    threads = default_threads() if p.n_threads is None else p.n_threads
-    c.n_threads = threads
-    c.n_threads_batch = threads if p.n_threads_batch is None else p.n_threads_batch
-    if p.flash_attn is not None:
-        c.flash_attn_type = int(p.flash_attn)
-    if p.type_k is not None:
-        c.type_k = int(p.type_k)
-    if p.type_v is not None:
-        c.type_v = int(p.type_v)
-    if p.rope_scaling is not None:
-        c.rope_scaling_type = int(p.rope_scaling)
-    if p.pooling is not None:
-        c.pooling_type = int(p.pooling)
-    if p.attention is not None:
-        c.attention_type = _C.ATTENTION_TYPES[p.attention]
-    return c
+__all__ = ["Context", "default_threads"]
 
 
 class Context(Handle):
@@ -123,7 +75,7 @@ class Context(Handle):
         self.params = ContextParams.from_kwargs(params, **overrides)
         if getattr(model, "vocab_only", False):
             raise ContextError("cannot create a context on a vocab_only model: it has no weights")
-        c = _c_params(self.params)
+        c = c_params(self.params)
         self._abort: CallbackState | None = None
         if abort_callback is not None:
             self._abort = CallbackState(abort_callback)
@@ -173,7 +125,7 @@ class Context(Handle):
         self.ptr  # raise if closed
         return self._threads[1]
 
-    @_exclusive
+    @exclusive
     def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
         if n_threads < 1 or (n_threads_batch is not None and n_threads_batch < 1):
             raise ValueError("thread counts must be >= 1")
@@ -276,7 +228,7 @@ class Context(Handle):
         finally:
             self._guard.release()
 
-    @_exclusive
+    @exclusive
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits for the token at index ``i`` of the last batch (it must have
         been marked as output); negative ``i`` counts the outputs from the end.
@@ -289,7 +241,7 @@ class Context(Handle):
             raise LlamaError(f"no logits for output {i}: was it marked as output in the batch?")
         return out
 
-    @_exclusive
+    @exclusive
     def embeddings(self, i: int = -1) -> np.ndarray:
         """Embedding for the token at batch index ``i`` (context created with
         ``embeddings=True``); negative ``i`` counts the outputs from the end.
@@ -302,7 +254,7 @@ class Context(Handle):
                              "embeddings=True and mark the token as output")
         return out
 
-    @_exclusive
+    @exclusive
     def seq_embeddings(self, seq_id: int = 0) -> np.ndarray:
         """Pooled embedding of sequence ``seq_id`` (pooling other than ``none``).
 
@@ -317,7 +269,7 @@ class Context(Handle):
 
     # -- memory (KV cache) ----------------------------------------------------
 
-    @_exclusive
+    @exclusive
     def clear(self, data: bool = True) -> None:
         """Forget all tokens of all sequences (``llama_memory_clear``)."""
         _C.memory_clear(self.ptr, data)
@@ -328,7 +280,7 @@ class Context(Handle):
         if not 0 <= seq_id < self.n_seq_max:
             raise ValueError(f"seq_id {seq_id} is outside 0..{self.n_seq_max - 1}")
 
-    @_exclusive
+    @exclusive
     def seq_rm(self, seq_id: int = -1, p0: int = -1, p1: int = -1) -> bool:
         """Remove positions [p0, p1) of ``seq_id`` (-1: all sequences / open ends).
 
@@ -344,7 +296,7 @@ class Context(Handle):
         ``n_seq_max > 1``): ``n_ctx_seq`` is then a part of ``n_ctx``."""
         return self.n_seq_max > 1 and self.n_ctx_seq < self.n_ctx
 
-    @_exclusive
+    @exclusive
     def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
         """Make positions [p0, p1) of ``src`` also belong to ``dst`` (-1: open ends).
 
@@ -364,13 +316,13 @@ class Context(Handle):
                 f"with kv_unified=True")
         _C.seq_cp(self.ptr, src, dst, p0, p1)
 
-    @_exclusive
+    @exclusive
     def seq_keep(self, seq_id: int) -> None:
         """Remove every sequence except ``seq_id``."""
         self._check_seq(seq_id)
         _C.seq_keep(self.ptr, seq_id)
 
-    @_exclusive
+    @exclusive
     def seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None:
         """Shift positions [p0, p1) of ``seq_id`` by ``delta`` (RoPE is updated)."""
         self._check_seq(seq_id, allow_all=True)
@@ -378,7 +330,7 @@ class Context(Handle):
             raise LlamaError("this model's memory cannot shift positions")
         _C.seq_add(self.ptr, seq_id, p0, p1, delta)
 
-    @_exclusive
+    @exclusive
     def seq_div(self, seq_id: int, p0: int, p1: int, d: int) -> None:
         """Divide positions [p0, p1) of ``seq_id`` by ``d`` (self-extend)."""
         self._check_seq(seq_id, allow_all=True)
@@ -388,13 +340,13 @@ class Context(Handle):
             raise LlamaError("this model's memory cannot shift positions")
         _C.seq_div(self.ptr, seq_id, p0, p1, d)
 
-    @_exclusive
+    @exclusive
     def seq_pos_min(self, seq_id: int = 0) -> int:
         """Smallest position stored for ``seq_id``, -1 if none."""
         self._check_seq(seq_id)
         return _C.seq_pos_min(self.ptr, seq_id)
 
-    @_exclusive
+    @exclusive
     def seq_pos_max(self, seq_id: int = 0) -> int:
         """Largest position stored for ``seq_id``, -1 if none."""
         self._check_seq(seq_id)
@@ -406,7 +358,7 @@ class Context(Handle):
         self.ptr  # raise if closed
         return self._can_shift
 
-    @_exclusive
+    @exclusive
     def shift(self, seq_id: int, n_keep: int, n_discard: int) -> int:
         """Context shift as llama.cpp does it: drop ``n_discard`` tokens after the
         first ``n_keep`` and move the rest back. Returns the new next position."""
@@ -425,7 +377,7 @@ class Context(Handle):
 
     # -- state -------------------------------------------------------------------
 
-    @_exclusive
+    @exclusive
     def state_get(self) -> bytes:
         """The state of the context's memory (KV cache of all sequences) as bytes.
 
@@ -435,42 +387,42 @@ class Context(Handle):
         """
         return _C.state_get(self.ptr)
 
-    @_exclusive
+    @exclusive
     def state_set(self, data: bytes) -> None:
         """Restore a state from :meth:`state_get` (same model and context size)."""
         _C.state_set(self.ptr, bytes_arg(data, "state data"))
 
-    @_exclusive
+    @exclusive
     def save_state(self, path: str | os.PathLike[str], tokens: Sequence[int] = ()) -> None:
         """Write the state and ``tokens`` (the prompt it holds) to a file."""
         _C.state_save_file(self.ptr, path, tokens)
 
-    @_exclusive
+    @exclusive
     def load_state(self, path: str | os.PathLike[str], max_tokens: int | None = None) -> list[int]:
         """Restore a state file; returns the tokens saved with it."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"state file not found: {path}")
         return _C.state_load_file(self.ptr, path, self.n_ctx if max_tokens is None else max_tokens)
 
-    @_exclusive
+    @exclusive
     def seq_state_get(self, seq_id: int = 0) -> bytes:
         """The memory of one sequence as bytes."""
         self._check_seq(seq_id)
         return _C.seq_state_get(self.ptr, seq_id)
 
-    @_exclusive
+    @exclusive
     def seq_state_set(self, data: bytes, seq_id: int = 0) -> None:
         """Load :meth:`seq_state_get` bytes into sequence ``seq_id``."""
         self._check_seq(seq_id)
         _C.seq_state_set(self.ptr, bytes_arg(data, "state data"), seq_id)
 
-    @_exclusive
+    @exclusive
     def save_seq_state(self, path: str | os.PathLike[str], seq_id: int = 0,
                        tokens: Sequence[int] = ()) -> None:
         self._check_seq(seq_id)
         _C.seq_state_save_file(self.ptr, path, seq_id, tokens)
 
-    @_exclusive
+    @exclusive
     def load_seq_state(self, path: str | os.PathLike[str], seq_id: int = 0,
                        max_tokens: int | None = None) -> list[int]:
         self._check_seq(seq_id)
@@ -481,7 +433,7 @@ class Context(Handle):
 
     # -- LoRA --------------------------------------------------------------------
 
-    @_exclusive
+    @exclusive
     def set_loras(self, adapters: Mapping[LoraAdapter, float]) -> None:
         """Use exactly these LoRA adapters with these scales (``--lora-scaled``).
 
@@ -508,7 +460,7 @@ class Context(Handle):
     def loras(self) -> dict[LoraAdapter, float]:
         return dict(self._loras)
 
-    @_exclusive
+    @exclusive
     def set_control_vector(self, data: np.ndarray | None, il_start: int = 1,
                            il_end: int | None = None) -> None:
         """Add a control vector to layers [il_start, il_end] (``--control-vector``).
@@ -542,12 +494,12 @@ class Context(Handle):
 
     # -- performance ------------------------------------------------------------
 
-    @_exclusive
+    @exclusive
     def perf(self) -> dict[str, float]:
         """llama.cpp's own timings (``llama_perf_context``)."""
         return _C.perf(self.ptr)
 
-    @_exclusive
+    @exclusive
     def perf_reset(self) -> None:
         _C.perf_reset(self.ptr)
 
@@ -594,21 +546,8 @@ class Context(Handle):
         return f"<Context n_ctx={self.n_ctx} n_batch={self.n_batch} on {self.model!r}>"
 
 
-def _counted(method: _F) -> _F:
-    """Count a call of ``method`` in :attr:`Context.changes` (at its start, so a
-    call that fails midway counts too)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Context, *args: Any, **kwargs: Any) -> Any:
-        if threading.get_ident() != self._quiet_thread:
-            self._changes += 1
-        return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 for _name in ("decode", "encode", "eval_tokens", "clear", "seq_rm", "seq_cp", "seq_keep",
               "seq_add", "seq_div", "shift", "state_set", "load_state", "seq_state_set",
               "load_seq_state", "set_loras", "set_control_vector"):
-    setattr(Context, _name, _counted(getattr(Context, _name)))
+    setattr(Context, _name, counted(getattr(Context, _name)))
 del _name
