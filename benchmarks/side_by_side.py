@@ -88,7 +88,7 @@ def measure(name: str, threads: int, pairs: int) -> dict[str, Any]:
             ours, theirs, outside = [], [], []
             for _ in range(pairs):
                 theirs.append(llama_bench(path, n_prompt=0, n_gen=128, threads=threads))
-                llm._cache = []  # no reuse: a fresh 128-token generation each time
+                prompt = random_tokens(model, 16, rng)  # no reuse: a fresh generation each time
                 with TimedDecode() as timed:
                     r = llm.complete(prompt, max_tokens=128, temperature=0,
                                      stop=["\n\n\n\n", "<|im_end|>"], add_special=False)

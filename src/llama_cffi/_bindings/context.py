@@ -155,6 +155,26 @@ def has_logits(ptr: CData, i: int) -> bool:
     return bool(lib.llama_get_logits_ith(ptr, i) != NULL)
 
 
+# -- backend sampling (llama.cpp's --backend-sampling) ------------------------------
+
+
+def set_sampler(ptr: CData, seq_id: int, chain: CData | None) -> bool:
+    """``llama_set_sampler``: run ``chain`` inside the model's graph for the
+    outputs of ``seq_id`` (None detaches). False when llama.cpp cannot offload it
+    (it then logs why and keeps sampling that sequence on the CPU)."""
+    return bool(lib.llama_set_sampler(ptr, seq_id, NULL if chain is None else chain))
+
+
+def backend_output(ptr: CData, i: int) -> tuple[int, bool]:
+    """(the token a backend sampler selected for output ``i`` or -1, whether it
+    left candidates for the rest of the chain to sample on the CPU)."""
+    token = int(lib.llama_get_sampled_token_ith(ptr, i))
+    if token >= 0:
+        return token, False
+    return -1, (lib.llama_get_sampled_probs_ith(ptr, i) != NULL
+                or lib.llama_get_sampled_logits_ith(ptr, i) != NULL)
+
+
 def embeddings(ptr: CData, i: int, n_embd: int) -> np.ndarray | None:
     """A copy of the embedding of output ``i`` (None if it has none)."""
     p = lib.llama_get_embeddings_ith(ptr, i)

@@ -37,7 +37,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..errors import ContextFullError, EngineBusyError, EngineDeadError, NoKvSlotError
+from .._bindings.log import logger
+from ..errors import (
+    ContextFullError,
+    EngineBusyError,
+    EngineDeadError,
+    LlamaError,
+    NoKvSlotError,
+)
 from ..objects.batch import Batch
 from ..objects.chain import SamplerChain, sample_argmax
 from ..objects.context import Context
@@ -374,6 +381,25 @@ class Engine:
                 reused = 0
             del slot.cache[reused:]
         slot.start(req, reused, self.facts)
+        if req.sampling.backend_sampling:
+            self._attach_backend(slot, req)
+
+    def _attach_backend(self, slot: Slot, req: Request) -> None:
+        """Sample this request inside the graph (llama.cpp's ``--backend-sampling``)
+        where llama.cpp can; otherwise say why and sample on the CPU, as
+        llama-server does."""
+        if req.sampling.logprobs is not None or req.stopping is not None:
+            why = "logprobs and stopping criteria need the logits"
+        elif self.proposer is not None:
+            why = "speculative drafts are verified on the CPU"
+        else:
+            try:
+                if req.chain.attach(self.ctx, slot.seq_id):
+                    return
+                why = "llama.cpp cannot offload this chain"
+            except LlamaError as exc:
+                why = str(exc)
+        logger.warning("backend sampling is off for this request: %s", why)
 
     def _reusable(self, slot: Slot) -> bool:
         """Whether the slot's KV still holds its whole cache: a sliding-window

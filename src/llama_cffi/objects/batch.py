@@ -11,7 +11,6 @@ from .._bindings.raw import CData
 from ..errors import ClosedError
 from .handle import Handle, UseGuard
 
-
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 
 

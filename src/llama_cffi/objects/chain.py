@@ -24,19 +24,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from numbers import Integral
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._bindings import context as _context
-from .._bindings import log as _log
-from .._bindings import model as _model
 from .._bindings import sampler as _sampler
 from .._bindings.callbacks import SamplerState
 from .._bindings.raw import CData
 from ..errors import GrammarError, LlamaError, TokenError
+from .argmax import Bias, argmax
 from .grammar import Grammar
 from .handle import Handle, UseGuard
+from .model_sampling import model_sampling_defaults
 from .params import SamplingParams
 from .samplers import (
     DEFAULT_SEED,
@@ -116,7 +116,10 @@ class SamplerChain(Handle):
         self._cands: tuple[CData, CData, np.ndarray, np.ndarray] | None = None
         self._one: Candidates | None = None
         # the biases of a chain that build_chain made as logit-bias -> greedy
-        self._bias: _Bias | None = None
+        self._bias: Bias | None = None
+        # backend sampling: (context, seq_id) once attached; (None, seq_id) once
+        # detached (llama.cpp set the chain up for a graph: it cannot sample alone)
+        self._backend: tuple[Context | None, int] | None = None
         try:
             for s in samplers:
                 self.add(s)
@@ -170,14 +173,15 @@ class SamplerChain(Handle):
         same result (see :func:`sample_argmax`)."""
         names = self._names
         return (names == ["greedy"] or (names == ["logit-bias", "greedy"] and
-                                        self._bias is not None)) and not self._stepwise()
+                                        self._bias is not None)) and not self._stepwise() \
+            and self._backend is None
 
     def _sample_argmax(self, chain: CData, c: CData, idx: int, n_vocab: int) -> int:
         """sample() of an :attr:`is_argmax` chain (chain and context held)."""
         view = _context.logits_view(c, idx, n_vocab)
         if view is None:
             raise _no_logits(idx)
-        token = _argmax(view, self._bias if len(self._names) == 2 else None)
+        token = argmax(view, self._bias if len(self._names) == 2 else None)
         _sampler.accept(chain, token, self._py_states)
         return token
 
@@ -195,6 +199,8 @@ class SamplerChain(Handle):
             try:
                 if self._n_vocab is None:
                     self._n_vocab = ctx.vocab.n_tokens
+                if self._backend is not None:
+                    return self._sample_backend(ctx, chain, c, idx)
                 if self.is_argmax:
                     return self._sample_argmax(chain, c, idx, ctx.vocab.n_tokens)
                 if not self._stepwise():
@@ -208,6 +214,84 @@ class SamplerChain(Handle):
                 return self._sample_stepwise(chain, logits)
             finally:
                 ctx._leave()
+
+    def _sample_backend(self, ctx: Context, chain: CData, c: CData, idx: int) -> int:
+        """sample() of a chain attached for backend sampling (chain and context held)."""
+        owner, seq_id = self._backend  # type: ignore[misc]
+        if owner is None:
+            raise LlamaError("this chain was detached from backend sampling; llama.cpp set "
+                             "it up for the graph, so it cannot sample on its own: build a "
+                             "new chain")
+        if owner is not ctx:
+            raise LlamaError("this chain samples inside the graph of the context it is "
+                             "attached to, not another one")
+        token, rest = _context.backend_output(c, idx)
+        if token < 0 and not rest:
+            raise LlamaError(f"output {idx} was not sampled by this chain: it is not an "
+                             f"output of sequence {seq_id}")
+        if token >= 0:  # selected in the graph: accept it (llama.cpp's sample() would)
+            _sampler.accept(chain, token, self._py_states)
+            return token
+        # the chain's remaining samplers run on the candidates the graph left
+        return _sampler.sample(chain, c, idx, self._py_states)
+
+    def attach(self, ctx: Context, seq_id: int = 0) -> bool:
+        """Sample the outputs of sequence ``seq_id`` of ``ctx`` inside the model's
+        graph (llama.cpp's backend sampling: ``-bs``/``--backend-sampling``,
+        llama-server's ``backend_sampling`` field; ``llama_set_sampler``).
+
+        The samplers llama.cpp can run in the graph (greedy, dist, top-k,
+        top-p, min-p, temperature, penalties, logit bias), from the start of
+        the chain, run there: a chain made only of them selects the token in
+        the graph, and llama.cpp keeps no logits for those outputs
+        (:meth:`Context.logits` refuses them). The rest of the chain runs on
+        the CPU over the candidates the graph left. :meth:`sample` with
+        ``ctx`` then reads the result. Grammar and Python samplers cannot run
+        in the graph (LlamaError, as llama.cpp turns backend sampling off for
+        a grammar).
+
+        A chain is attached once in its life: llama.cpp sets it up for the
+        context's graph, after which it cannot sample on its own.
+        :meth:`detach` (or closing the chain) ends it. Returns False when
+        llama.cpp cannot offload the chain (it says why in its log); the chain
+        is then unchanged and samples on the CPU.
+        """
+        with self._guard:
+            chain = self.ptr
+            if self._backend is not None:
+                raise LlamaError("a chain is attached for backend sampling once; build a "
+                                 "new chain")
+            if self._stepwise():
+                raise LlamaError("grammar and Python samplers cannot run inside the graph "
+                                 "(backend sampling)")
+            if not self._selects:
+                raise LlamaError("the sampler chain does not end with a selecting sampler")
+            if self._n_vocab is not None and self._n_vocab != ctx.vocab.n_tokens:
+                raise LlamaError("the chain was made for another vocabulary")
+            if not ctx._set_sampler(seq_id, self, chain):
+                return False
+            self._backend = (ctx, seq_id)
+            return True
+
+    @property
+    def attached(self) -> bool:
+        """Whether the chain is attached to a context for backend sampling."""
+        return self._backend is not None and self._backend[0] is not None
+
+    def detach(self) -> None:
+        """End backend sampling (:meth:`attach`); the chain can no longer sample."""
+        with self._guard:
+            self._detach()
+
+    def _detach(self) -> None:
+        if self._backend is None:
+            return
+        ctx, seq_id = self._backend
+        if ctx is None:
+            return
+        if not ctx.closed:  # a closed context forgot it with everything else
+            ctx._set_sampler(seq_id, None, None)
+        self._backend = (None, seq_id)
 
     def _fill(self, logits: np.ndarray) -> Candidates:
         """Candidates for every token from the context's logits, in a reused buffer."""
@@ -313,6 +397,7 @@ class SamplerChain(Handle):
             return
         self._guard.wait()
         try:
+            self._detach()  # the context must not keep a pointer to a freed chain
             super().close()
         finally:
             self._guard.release()
@@ -393,45 +478,6 @@ def sample_argmax(ctx: Context, chains: Sequence[SamplerChain], rows: Sequence[i
             ch._guard.release()
 
 
-class _Bias(NamedTuple):
-    """A logit bias for the arg-max path: ids, values, the ids as a set, the largest value."""
-
-    ids: np.ndarray
-    values: np.ndarray
-    members: frozenset[int]
-    top: float
-
-    @classmethod
-    def of(cls, biases: dict[int, float]) -> _Bias:
-        ids, values = zip(*biases.items())
-        return cls(np.array(ids, dtype=np.int64), np.array(values, dtype=np.float32),
-                   frozenset(int(i) for i in ids), max(values))
-
-
-def _argmax(view: np.ndarray, bias: _Bias | None) -> int:
-    """The token llama.cpp's greedy sampler picks from ``view`` (+ ``bias``
-    added by a logit-bias sampler first): the first index of the largest
-    value. ``view`` is not changed, nor copied unless the largest logit is a
-    biased token."""
-    best = int(view.argmax())  # the first of equal maxima, as llama.cpp's greedy
-    if bias is None:
-        return best
-    if best in bias.members:
-        x = view.copy()
-        x[bias.ids] += bias.values
-        return int(x.argmax())
-    if bias.top <= 0:  # (banned end-of-generation tokens): lowered tokens cannot win
-        return best
-    # ``best`` is the first maximum of the unbiased tokens; a biased token wins
-    # if it is larger, or equal and earlier
-    biased = view[bias.ids] + bias.values
-    top = biased.max()
-    if not top >= view[best]:
-        return best
-    first = int(bias.ids[biased == top].min())
-    return min(best, first) if top == view[best] else first
-
-
 def _no_logits(idx: int) -> LlamaError:
     return LlamaError(f"no logits for output {idx}: decode a batch with that output first")
 
@@ -441,7 +487,8 @@ def _no_logits(idx: int) -> LlamaError:
 # The settings a chain is built from are SamplingParams' fields (the single
 # source of their names, aliases, validation and defaults) minus the ones that
 # only decide when a request stops.
-_NOT_CHAIN = ("max_tokens", "stop", "ignore_eos", "logprobs", "json_schema")
+_NOT_CHAIN = ("max_tokens", "stop", "ignore_eos", "logprobs", "json_schema",
+              "backend_sampling")
 DEFAULTS: dict[str, Any] = {
     name: value for name, value in SamplingParams().to_dict().items() if name not in _NOT_CHAIN}
 
@@ -485,7 +532,7 @@ def build_chain(vocab: Vocab, params: dict[str, Any], *,
             chain.add(grammar(vocab, p["grammar"]))
         if p["logit_bias"]:
             chain.add(logit_bias(vocab, p["logit_bias"]))
-            chain._bias = _Bias.of(p["logit_bias"])
+            chain._bias = Bias.of(p["logit_bias"])
         if p["temperature"] <= 0 and p["mirostat"] == 0:
             # llama.cpp runs its whole chain with temperature 0, which keeps only
             # the arg-max of the penalised logits; the filters in between (top-k,
@@ -544,33 +591,3 @@ def build_chain(vocab: Vocab, params: dict[str, Any], *,
         chain.close()
         raise
     return chain
-
-
-_META_KEYS = {
-    "top_k": ("LLAMA_MODEL_META_KEY_SAMPLING_TOP_K", int),
-    "top_p": ("LLAMA_MODEL_META_KEY_SAMPLING_TOP_P", float),
-    "min_p": ("LLAMA_MODEL_META_KEY_SAMPLING_MIN_P", float),
-    "xtc_probability": ("LLAMA_MODEL_META_KEY_SAMPLING_XTC_PROBABILITY", float),
-    "xtc_threshold": ("LLAMA_MODEL_META_KEY_SAMPLING_XTC_THRESHOLD", float),
-    "temperature": ("LLAMA_MODEL_META_KEY_SAMPLING_TEMP", float),
-    "repeat_last_n": ("LLAMA_MODEL_META_KEY_SAMPLING_PENALTY_LAST_N", int),
-    "repeat_penalty": ("LLAMA_MODEL_META_KEY_SAMPLING_PENALTY_REPEAT", float),
-    "mirostat": ("LLAMA_MODEL_META_KEY_SAMPLING_MIROSTAT", int),
-    "mirostat_tau": ("LLAMA_MODEL_META_KEY_SAMPLING_MIROSTAT_TAU", float),
-    "mirostat_eta": ("LLAMA_MODEL_META_KEY_SAMPLING_MIROSTAT_ETA", float),
-    "samplers": ("LLAMA_MODEL_META_KEY_SAMPLING_SEQUENCE", str),
-}
-
-
-def model_sampling_defaults(model: Model) -> dict[str, Any]:
-    """The ``general.sampling.*`` settings a GGUF carries (only those present)."""
-    out: dict[str, Any] = {}
-    for name, (enum_name, conv) in _META_KEYS.items():
-        key = _model.meta_key(enum_name)
-        value = model.meta(key)
-        if value is not None:
-            try:
-                out[name] = conv(value)
-            except ValueError:
-                _log.logger.warning("ignoring malformed %s = %r in the model", key, value)
-    return out

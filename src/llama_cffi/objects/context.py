@@ -26,7 +26,14 @@ from ..errors import (
 from . import control_vector
 from .batch import Batch
 from .checks import bytes_arg, check_adapter, number_arg
-from .context_setup import c_params, counted, default_threads, exclusive
+from .context_setup import (
+    c_params,
+    counted,
+    default_threads,
+    exclusive,
+    sampled_outputs,
+    sampled_snapshot,
+)
 from .handle import Handle, UseGuard
 from .params import ContextParams
 
@@ -92,6 +99,10 @@ class Context(Handle):
         self._batch: Batch | None = None
         self._guard = UseGuard("context")  # one thread, one call at a time
         self._loras: dict[LoraAdapter, float] = {}
+        # backend sampling: the chain object of each sequence that has one, and the
+        # outputs of the last decode that such a chain sampled (no logits kept)
+        self._samplers: dict[int, Handle] = {}
+        self._sampled: tuple[Any, ...] | None = None
         sizes = _C.sizes(ptr)
         self._threads = _C.threads(ptr)
         self._can_shift = _C.can_shift(ptr)  # fixed by the model's memory type
@@ -190,7 +201,10 @@ class Context(Handle):
                 raise InvalidBatchError(f"the batch carries embeddings of size {mem.embd}; "
                                         f"this model takes {self._n_embd_inp}", code=-1)
             if what == "decode":
+                self._sampled = None
                 _C.decode(ctx, struct, self.n_ctx, self._abort, causal=self._causal)
+                if self._samplers:
+                    self._sampled = sampled_snapshot(batch, n, self._samplers)
             else:
                 _C.encode(ctx, struct, self.n_ctx, self._abort)
         finally:
@@ -236,10 +250,42 @@ class Context(Handle):
         A copy (float32, n_vocab; about 10 µs for a 49k vocabulary): it stays
         valid after the next decode and after close.
         """
+        if self._sampled is not None:
+            self._refuse_sampled(i)
         out = _C.logits(self.ptr, i, self._n_vocab)
         if out is None:
             raise LlamaError(f"no logits for output {i}: was it marked as output in the batch?")
         return out
+
+    def _refuse_sampled(self, i: int) -> None:
+        outputs, sampled = sampled_outputs(self._sampled)  # type: ignore[arg-type]
+        row = int(outputs[i]) if -len(outputs) <= i < 0 else i
+        if row in sampled:
+            raise LlamaError(f"output {i} was sampled inside the graph (backend sampling): "
+                             "llama.cpp keeps no logits for it")
+
+    # -- backend sampling ----------------------------------------------------------
+
+    @exclusive
+    def _set_sampler(self, seq_id: int, owner: Handle | None, chain: CData | None) -> bool:
+        """Attach (``owner`` and its ``chain`` pointer) or detach (None) the backend
+        sampler of ``seq_id``; the context keeps an attached chain alive.
+        Called by :meth:`SamplerChain.attach` and ``detach``."""
+        self._check_seq(seq_id)
+        if owner is not None and self._samplers.get(seq_id) not in (None, owner):
+            raise LlamaError(f"sequence {seq_id} already has a backend sampler; detach it "
+                             "first")
+        ok = _C.set_sampler(self.ptr, seq_id, chain)
+        if owner is not None and ok:
+            self._samplers[seq_id] = owner
+        else:
+            self._samplers.pop(seq_id, None)
+        return ok
+
+    @property
+    def backend_samplers(self) -> dict[int, Handle]:
+        """{seq_id: SamplerChain} attached with :meth:`SamplerChain.attach`."""
+        return dict(self._samplers)
 
     @exclusive
     def embeddings(self, i: int = -1) -> np.ndarray:
@@ -536,6 +582,7 @@ class Context(Handle):
                 self._batch.close()
                 self._batch = None
             self._loras = {}
+            self._samplers = {}  # llama_free forgets them; the chains see the context closed
             super().close()
         finally:
             self._guard.release()

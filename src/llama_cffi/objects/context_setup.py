@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+
+import numpy as np
 
 from .._bindings import context as _C
 from .._bindings.raw import CData
@@ -81,3 +83,23 @@ def counted(method: _F) -> _F:
         return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def sampled_snapshot(batch: Any, n: int, samplers: Mapping[int, object]) -> tuple[Any, ...]:
+    """What :func:`sampled_outputs` needs of a decoded batch, copied (the batch
+    may be refilled before the outputs are read): a few small copies per decode."""
+    return (batch.output[:n].copy(), batch._seq.reshape(-1, batch.n_seq_max)[:n].copy(),
+            batch.n_seq_ids[:n].copy(), tuple(samplers))
+
+
+def sampled_outputs(snapshot: tuple[Any, ...]) -> tuple[np.ndarray, frozenset[int]]:
+    """(the batch indices of the outputs of a decode, those among them whose
+    sequence had a backend sampler) from :func:`sampled_snapshot`."""
+    output, seqs, counts, attached = snapshot
+    outputs = np.flatnonzero(output)
+    seqs, counts = seqs[outputs], counts[outputs]
+    ids = np.array(attached, dtype=np.int32)
+    hit = np.zeros(len(outputs), dtype=bool)
+    for k in range(int(counts.max(initial=0))):
+        hit |= (counts > k) & np.isin(seqs[:, k], ids)
+    return outputs, frozenset(outputs[hit].tolist())

@@ -44,7 +44,15 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from ..errors import SchemaError
-from .json_schema_gbnf import DOT_RULES, _int_range, _json_lit, _lit, _nonneg_range, _Regex, _rep
+from .json_schema_gbnf import (
+    DOT_RULES,
+    _int_range,
+    _json_lit,
+    _lit,
+    _nonneg_range,
+    _Regex,
+    _rep,
+)
 from .json_schema_options import PropOrder, _check_flag, _common_values, _prop_ranks
 
 __all__ = ["PropOrder", "WHITESPACE", "to_gbnf"]

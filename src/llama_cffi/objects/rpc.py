@@ -22,7 +22,8 @@ from .._bindings import backend
 from .._bindings.init import ensure_initialised
 from .._bindings.raw import HAVE_RPC
 from ..errors import LlamaError
-from .system import Device, devices as _all_devices, find_device
+from .system import Device, find_device
+from .system import devices as _all_devices
 
 _servers: dict[str, list[str]] = {}
 

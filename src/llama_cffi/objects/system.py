@@ -6,8 +6,8 @@ import socket
 from dataclasses import dataclass, field
 
 from .._bindings import backend
-from .._bindings.mtmd import HAVE_MTMD
 from .._bindings.init import ensure_initialised
+from .._bindings.mtmd import HAVE_MTMD
 from .._bindings.raw import (
     BUILD_BACKENDS,
     BUILD_OPTIONS,

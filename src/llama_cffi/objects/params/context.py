@@ -5,10 +5,17 @@ from __future__ import annotations
 import dataclasses
 
 from ..._bindings.enums import FlashAttn, GGMLType, PoolingType, RopeScaling, parse_enum
-from .base import (INT32_MAX, UINT32_MAX, _enum_parser, _enum_text, _float, _int, _opt_bool,
-                   _Params)
+from .base import (
+    INT32_MAX,
+    UINT32_MAX,
+    _enum_parser,
+    _enum_text,
+    _float,
+    _int,
+    _opt_bool,
+    _Params,
+)
 from .fields import document, param
-
 
 # -- context -----------------------------------------------------------------------------
 

@@ -9,10 +9,24 @@ from typing import Any
 
 from ..._bindings.enums import LoadMode, SplitMode, parse_enum
 from ..gguf_check import value_problem
-from .base import (INT32_MAX, _enum_parser, _enum_text, _float, _int, _opt_bool, _pairs,
-                   _Params)
-from .fields import document, format_floats, format_names, param, parse_floats, parse_names
-
+from .base import (
+    INT32_MAX,
+    _enum_parser,
+    _enum_text,
+    _float,
+    _int,
+    _opt_bool,
+    _pairs,
+    _Params,
+)
+from .fields import (
+    document,
+    format_floats,
+    format_names,
+    param,
+    parse_floats,
+    parse_names,
+)
 
 # -- model -------------------------------------------------------------------------------
 

@@ -139,6 +139,11 @@ class SamplingParams(_Params):
         DEFAULT_SAMPLERS, "--samplers", "--sampling-seq", parse=normalise_samplers,
         format=lambda seq: ";".join(seq), metavar="NAMES",
         help="sampler order: ';'-separated names or letters, e.g. 'kpmt'")
+    backend_sampling: bool = param(
+        False, "-bs", "--backend-sampling",
+        help="sample inside the model's graph where llama.cpp can (greedy, dist, top-k, "
+             "top-p, min-p, temperature, penalties, logit bias; experimental); not with a "
+             "grammar, logprobs or speculative drafts, which sample on the CPU")
     grammar: Any = param(None, "--grammar", parse=str, metavar="GBNF",
                          format=lambda g: g if isinstance(g, str) else g.text,
                          help="GBNF grammar the output must follow (text or a Grammar)")
@@ -168,6 +173,8 @@ class SamplingParams(_Params):
         self._set("stop", tuple(s for s in stop if s))
         if not isinstance(self.ignore_eos, bool):
             raise TypeError("ignore_eos must be True or False")
+        if not isinstance(self.backend_sampling, bool):
+            raise TypeError("backend_sampling must be True or False")
         if self.logprobs is not None:
             self._set("logprobs", _int(self.logprobs, "logprobs", minimum=0))
         self._set("temperature", _float(self.temperature, "temperature"))

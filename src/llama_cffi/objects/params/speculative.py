@@ -13,7 +13,6 @@ from .fields import document, format_names, param, parse_names
 from .model import ModelParams
 from .sampling import SamplingParams
 
-
 # -- speculative decoding ----------------------------------------------------------------------
 
 
