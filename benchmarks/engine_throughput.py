@@ -5,7 +5,8 @@
    S_TG at the same parallelism (same context, batch and thread settings),
    and at 1 request against llama-bench tg128.
 2. Binding time per generated token (wall time minus the time spent inside
-   llama_decode, per token and slot) at 1 and 8 requests.
+   llama_decode, per token and slot) at 1, 2, 4 and 8 requests, and at 1 and 8
+   with the greedy choice made inside the graph (backend_sampling).
 3. Time to first token of 4 requests sharing a 300-token prefix, with and
    without copying the prefix between slots.
 4. Grammar-constrained generation (a JSON schema): ms per token against
@@ -51,14 +52,16 @@ def batched_bench(model_path: str) -> dict[int, float]:
     return result
 
 
-def engine_tg(llm: lc.LLM, k: int, rng: random.Random) -> tuple[float, float]:
-    """(aggregate generation tokens/s, binding ms per token per slot) for k requests."""
+def engine_tg(llm: lc.LLM, k: int, rng: random.Random,
+              backend: bool = False) -> tuple[float, float]:
+    """(aggregate generation tokens/s, binding ms per token per slot) for k requests
+    (``backend``: sampled inside the graph, llama.cpp's --backend-sampling)."""
     prompts = [random_tokens(llm.model, N_PROMPT, rng) for _ in range(k)]
     firsts: list[float] = []
     with TimedDecode() as timer:
         t0 = time.perf_counter()
         handles = [llm.submit(p, max_tokens=N_GEN, temperature=0, ignore_eos=True,
-                              add_special=False) for p in prompts]
+                              add_special=False, backend_sampling=backend) for p in prompts]
         done = [h.result() for h in handles]
         t_end = time.perf_counter()
         inside = timer.inside
@@ -137,6 +140,14 @@ def throughput(path: str) -> None:
         one, _ = engine_tg(llm, 1, rng)
         print(f"\n1 request vs llama-bench tg{N_GEN}: {one:.1f} / {tg_ref:.1f} t/s "
               f"(ratio {one / tg_ref:.3f})\n")
+        print("| requests, greedy in the graph (backend_sampling) | engine t/s | ratio to "
+              "S_TG | binding ms/token |")
+        print("|---|---|---|---|")
+        for k in (1, 8):
+            tps, binding = engine_tg(llm, k, rng, backend=True)
+            ref = theirs.get(k, float("nan"))
+            print(f"| {k} | {tps:.1f} | {tps / ref:.3f} | {binding:.3f} |")
+        print()
         with_copy = ttft_shared_prefix(llm, True)
         without = ttft_shared_prefix(llm, False)
         print("| 4 requests, 300-token shared prefix | TTFT median s | TTFT max s |")

@@ -60,6 +60,57 @@ def test_argmax_chains_match_llama_sampler_sample(smollm2: lc.Model) -> None:
                 c.close()
 
 
+def test_argmax_ties_nan_and_odd_biases_follow_llama_cpp(smollm2: lc.Model) -> None:
+    """The C arg-max (prelude.c) keeps llama.cpp's rules on logits written by
+    hand into llama.cpp's own buffer: the first of equal maxima, NaN never
+    wins (but a NaN at index 0 keeps index 0), all -inf gives 0, and biases
+    that raise a token, ban the winner or make a tie are applied (a NaN bias
+    is refused by SamplingParams)."""
+    from llama_cffi._bindings import context as _C
+
+    vocab = smollm2.vocab
+    n_vocab = vocab.n_tokens
+    toks = vocab.tokenize("Hello there")
+    n = len(toks)
+    nan, inf = float("nan"), float("inf")
+
+    def write(ctx: lc.Context, values: dict[int, float], fill: float = 0.0) -> None:
+        c = ctx._enter()
+        try:
+            view = _C.logits_view(c, n - 1, n_vocab)
+            assert view is not None
+            view[:] = fill
+            for i, v in values.items():
+                view[i] = v
+        finally:
+            ctx._leave()
+
+    cases: list[tuple[dict[int, float], float, dict[int, float] | None]] = [
+        ({50: 9.0, 100: 9.0}, 0.0, None),           # a tie: the first
+        ({0: nan, 7: 5.0}, 0.0, None),               # NaN at 0 keeps 0
+        ({3: nan, 7: 5.0, 9: nan}, 0.0, None),       # NaN elsewhere never wins
+        ({}, -inf, None),                            # all -inf
+        ({n_vocab - 1: 3.0}, 0.0, None),             # the last token (the tail loop)
+        ({7: 5.0, 8: 4.0}, 0.0, {7: -inf}),          # the winner banned
+        ({7: 5.0, 8: 4.0}, 0.0, {9: 2.0}),           # another lifted over it
+        ({7: 5.0, 8: 4.0}, 0.0, {8: 1.0}),           # a tie made by a bias
+    ]
+    with lc.Context(smollm2, n_ctx=64, n_threads=2) as ctx, lc.Batch(16) as batch:
+        batch.set_rows(toks, list(range(n)), [0] * n, [False] * (n - 1) + [True])
+        ctx.decode(batch)
+        for values, fill, bias in cases:
+            write(ctx, values, fill)
+            fast = build_chain(vocab, {"temperature": 0, "logit_bias": bias})
+            reference = SamplerChain([logit_bias(vocab, bias or {0: 0.0}), greedy()])
+            try:
+                assert fast.is_argmax and not reference.is_argmax
+                assert fast.sample(ctx, n - 1) == reference.sample(ctx, n - 1), (values, bias)
+                assert sample_argmax(ctx, [fast], [n - 1]) == [reference.sample(ctx, n - 1)]
+            finally:
+                fast.close()
+                reference.close()
+
+
 def test_set_rows_fills_like_add_and_names_bad_values() -> None:
     with lc.Batch(8, n_seq_max=2) as a, lc.Batch(8, n_seq_max=2) as b:
         a.set_rows([5, 6, 7], [0, 1, 0], [0, 0, 1], [False, True, True])

@@ -155,6 +155,31 @@ def has_logits(ptr: CData, i: int) -> bool:
     return bool(lib.llama_get_logits_ith(ptr, i) != NULL)
 
 
+def argmax_rows(ptr: CData, rows: Sequence[int], chains: Sequence[CData],
+                biases: Sequence[tuple[CData, CData, int] | None], n_vocab: int,
+                scratch: CData | None) -> list[int]:
+    """The greedy token of each output ``rows[r]`` of the last decode, after the
+    row's logit bias (``int32_t *`` ids, ``float *`` values, count), accepted by
+    ``chains[r]``: one C call for all rows (``llama_cffi_argmax_rows`` in
+    prelude.c, with llama.cpp's tie and NaN rules). ``scratch``: n_vocab
+    floats, used when a bias can change a row's choice."""
+    n = len(rows)
+    out = ffi.new("int32_t[]", n)
+    done = lib.llama_cffi_argmax_rows(
+        ptr, n, ffi.new("int32_t[]", rows), ffi.new("struct llama_sampler *[]", chains),
+        ffi.new("int32_t *[]", [NULL if b is None else b[0] for b in biases]),
+        ffi.new("float *[]", [NULL if b is None else b[1] for b in biases]),
+        ffi.new("int32_t[]", [0 if b is None else b[2] for b in biases]),
+        n_vocab, NULL if scratch is None else scratch, out)
+    if done < 0:
+        raise ValueError(f"a logit bias of output {rows[-1 - done]} names a token outside "
+                         f"0..{n_vocab - 1}")
+    if done < n:
+        raise LlamaError(f"no logits for output {rows[done]}: decode a batch with that "
+                         "output first")
+    return list(out)
+
+
 # -- backend sampling (llama.cpp's --backend-sampling) ------------------------------
 
 

@@ -49,12 +49,12 @@ from ..objects.batch import Batch
 from ..objects.chain import SamplerChain, sample_argmax
 from ..objects.context import Context
 from ..objects.params import SamplingParams
+from . import state_cache
+from .generation import TokenFacts
 from .media import MediaPrefill, prefill_media
 from .request import _DONE, _ERROR, Cancel, Request, RequestHandle
-from .generation import TokenFacts
 from .results import Completion, Timings, Usage
 from .slot import Slot, common_prefix
-from . import state_cache
 
 _T = TypeVar("_T")
 
@@ -499,14 +499,12 @@ class Engine:
     def _sample_argmax(self) -> dict[int, int]:
         """{seq_id: token} for the slots whose chain picks the arg-max (greedy)
         and whose only output is this step's token, sampled in one call
-        (:func:`sample_argmax`). Empty for fewer than two such slots, or when
-        the call fails: each slot then samples alone and meets its own error
-        (an arg-max chain has no state a second sample could disturb)."""
-        slots = [s for s in self.slots if s.req is not None and len(s.rows) == 1]
-        if len(slots) < 2:
-            return {}
-        slots = [s for s in slots if s.req.chain.is_argmax]  # type: ignore[union-attr]
-        if len(slots) < 2:
+        (:func:`sample_argmax`, one C call). Empty when there is no such slot,
+        or when the call fails: each slot then samples alone and meets its own
+        error (an arg-max chain has no state a second sample could disturb)."""
+        slots = [s for s in self.slots if s.req is not None and len(s.rows) == 1
+                 and s.req.chain.is_argmax]
+        if not slots:
             return {}
         try:
             tokens = sample_argmax(self.ctx, [s.req.chain for s in slots],  # type: ignore[union-attr]

@@ -1,5 +1,5 @@
-"""The arg-max a greedy chain picks, read in place from llama.cpp's logits (the
-engine's fast path for ``greedy`` and ``logit-bias -> greedy`` chains)."""
+"""The logit bias of a ``logit-bias -> greedy`` chain, kept for the arg-max fast
+path (``llama_cffi_argmax_rows`` in prelude.c reads llama.cpp's logits in place)."""
 
 from __future__ import annotations
 
@@ -7,43 +7,28 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Bias", "argmax"]
+from .._bindings.raw import CData, ffi
+
+__all__ = ["Bias"]
 
 
 class Bias(NamedTuple):
-    """A logit bias for the arg-max path: ids, values, the ids as a set, the largest value."""
+    """A logit bias for the arg-max path: token ids (int32) and values (float32),
+    and ``c``: C pointers into these arrays and their length, made once (the
+    arrays live as long as the Bias)."""
 
     ids: np.ndarray
     values: np.ndarray
-    members: frozenset[int]
-    top: float
+    c: tuple[CData, CData, int]
 
     @classmethod
-    def of(cls, biases: dict[int, float]) -> Bias:
+    def of(cls, biases: dict[int, float], n_vocab: int) -> Bias:
+        """``biases`` for a vocabulary of ``n_vocab`` tokens (ids outside it raise:
+        the C arg-max writes at these indices)."""
         ids, values = zip(*biases.items())
-        return cls(np.array(ids, dtype=np.int64), np.array(values, dtype=np.float32),
-                   frozenset(int(i) for i in ids), max(values))
-
-
-def argmax(view: np.ndarray, bias: Bias | None) -> int:
-    """The token llama.cpp's greedy sampler picks from ``view`` (+ ``bias``
-    added by a logit-bias sampler first): the first index of the largest
-    value. ``view`` is not changed, nor copied unless the largest logit is a
-    biased token."""
-    best = int(view.argmax())  # the first of equal maxima, as llama.cpp's greedy
-    if bias is None:
-        return best
-    if best in bias.members:
-        x = view.copy()
-        x[bias.ids] += bias.values
-        return int(x.argmax())
-    if bias.top <= 0:  # (banned end-of-generation tokens): lowered tokens cannot win
-        return best
-    # ``best`` is the first maximum of the unbiased tokens; a biased token wins
-    # if it is larger, or equal and earlier
-    biased = view[bias.ids] + bias.values
-    top = biased.max()
-    if not top >= view[best]:
-        return best
-    first = int(bias.ids[biased == top].min())
-    return min(best, first) if top == view[best] else first
+        arr = np.array(ids, dtype=np.int32)
+        if arr.min() < 0 or arr.max() >= n_vocab:
+            raise ValueError(f"logit_bias token ids must be in 0..{n_vocab - 1}")
+        vals = np.array(values, dtype=np.float32)
+        return cls(arr, vals, (ffi.from_buffer("int32_t[]", arr),
+                               ffi.from_buffer("float[]", vals), len(arr)))

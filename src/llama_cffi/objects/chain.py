@@ -33,7 +33,7 @@ from .._bindings import sampler as _sampler
 from .._bindings.callbacks import SamplerState
 from .._bindings.raw import CData
 from ..errors import GrammarError, LlamaError, TokenError
-from .argmax import Bias, argmax
+from .argmax import Bias
 from .grammar import Grammar
 from .handle import Handle, UseGuard
 from .model_sampling import model_sampling_defaults
@@ -117,6 +117,7 @@ class SamplerChain(Handle):
         self._one: Candidates | None = None
         # the biases of a chain that build_chain made as logit-bias -> greedy
         self._bias: Bias | None = None
+        self._argmax: bool | None = None  # is_argmax, worked out once per change
         # backend sampling: (context, seq_id) once attached; (None, seq_id) once
         # detached (llama.cpp set the chain up for a graph: it cannot sample alone)
         self._backend: tuple[Context | None, int] | None = None
@@ -151,6 +152,7 @@ class SamplerChain(Handle):
         self._names.append(sampler.name)
         self._kinds.append(sampler.kind)
         self._selects = sampler.selects
+        self._argmax = None
 
     @property
     def names(self) -> list[str]:
@@ -171,19 +173,16 @@ class SamplerChain(Handle):
         filling an n_vocab candidate array as ``llama_sampler_sample`` does
         (about 15 µs instead of 200 µs a token for a 49k vocabulary), with the
         same result (see :func:`sample_argmax`)."""
-        names = self._names
-        return (names == ["greedy"] or (names == ["logit-bias", "greedy"] and
-                                        self._bias is not None)) and not self._stepwise() \
-            and self._backend is None
+        if self._argmax is None:
+            names = self._names
+            self._argmax = (names == ["greedy"] or (names == ["logit-bias", "greedy"] and
+                                                    self._bias is not None)) \
+                and not self._stepwise() and self._backend is None
+        return self._argmax
 
-    def _sample_argmax(self, chain: CData, c: CData, idx: int, n_vocab: int) -> int:
-        """sample() of an :attr:`is_argmax` chain (chain and context held)."""
-        view = _context.logits_view(c, idx, n_vocab)
-        if view is None:
-            raise _no_logits(idx)
-        token = argmax(view, self._bias if len(self._names) == 2 else None)
-        _sampler.accept(chain, token, self._py_states)
-        return token
+    def _argmax_bias(self) -> tuple[CData, CData, int] | None:
+        """The bias an :attr:`is_argmax` chain adds before its arg-max, for C."""
+        return self._bias.c if self._bias is not None and len(self._names) == 2 else None
 
     def sample(self, ctx: Context, idx: int = -1) -> int:
         """Pick a token from the output at batch index ``idx`` of ``ctx``'s last
@@ -201,8 +200,10 @@ class SamplerChain(Handle):
                     self._n_vocab = ctx.vocab.n_tokens
                 if self._backend is not None:
                     return self._sample_backend(ctx, chain, c, idx)
-                if self.is_argmax:
-                    return self._sample_argmax(chain, c, idx, ctx.vocab.n_tokens)
+                if self.is_argmax:  # read in place, in C (sample_argmax)
+                    bias = self._argmax_bias()
+                    return _context.argmax_rows(c, [idx], [chain], [bias], ctx.vocab.n_tokens,
+                                                None if bias is None else ctx._scratch_logits())[0]
                 if not self._stepwise():
                     if not _context.has_logits(c, idx):
                         raise _no_logits(idx)
@@ -271,6 +272,7 @@ class SamplerChain(Handle):
             if not ctx._set_sampler(seq_id, self, chain):
                 return False
             self._backend = (ctx, seq_id)
+            self._argmax = False
             return True
 
     @property
@@ -451,8 +453,8 @@ def _check_token(token: object, n_vocab: int | None) -> int:
 def sample_argmax(ctx: Context, chains: Sequence[SamplerChain], rows: Sequence[int]) -> list[int]:
     """``[chain.sample(ctx, row) for chain, row in zip(chains, rows)]`` for chains
     that are :attr:`~SamplerChain.is_argmax` (ValueError otherwise), holding the
-    context once for all of them: the engine's step samples every greedy slot
-    with one call."""
+    context once and making one C call for all of them: the engine's step
+    samples every greedy slot at once."""
     if len(chains) != len(rows):
         raise ValueError(f"{len(chains)} chains for {len(rows)} rows")
     held: list[SamplerChain] = []
@@ -462,15 +464,18 @@ def sample_argmax(ctx: Context, chains: Sequence[SamplerChain], rows: Sequence[i
                 raise ValueError(f"{ch!r} does not pick the arg-max; use its sample()")
             ch._guard.acquire()
             held.append(ch)
-        ptrs = [ch.ptr for ch in chains]
+        n_vocab = ctx.vocab.n_tokens
+        ptrs: list[CData] = []
+        biases: list[tuple[CData, CData, int] | None] = []
+        for ch in chains:
+            ptrs.append(ch.ptr)
+            biases.append(ch._argmax_bias())
+            if ch._n_vocab is None:
+                ch._n_vocab = n_vocab
         c = ctx._enter()
         try:
-            n_vocab = ctx.vocab.n_tokens
-            for ch in chains:
-                if ch._n_vocab is None:
-                    ch._n_vocab = n_vocab
-            return [ch._sample_argmax(p, c, row, n_vocab)
-                    for ch, p, row in zip(chains, ptrs, rows)]
+            scratch = ctx._scratch_logits() if any(biases) else None
+            return _context.argmax_rows(c, rows, ptrs, biases, n_vocab, scratch)
         finally:
             ctx._leave()
     finally:
@@ -532,7 +537,8 @@ def build_chain(vocab: Vocab, params: dict[str, Any], *,
             chain.add(grammar(vocab, p["grammar"]))
         if p["logit_bias"]:
             chain.add(logit_bias(vocab, p["logit_bias"]))
-            chain._bias = Bias.of(p["logit_bias"])
+            chain._bias = Bias.of(p["logit_bias"], vocab.n_tokens)
+            chain._argmax = None
         if p["temperature"] <= 0 and p["mirostat"] == 0:
             # llama.cpp runs its whole chain with temperature 0, which keeps only
             # the arg-max of the penalised logits; the filters in between (top-k,

@@ -15,7 +15,7 @@ from .._bindings import log as _log
 from .._bindings import model as _M
 from .._bindings.callbacks import CallbackState
 from .._bindings.enums import PoolingType
-from .._bindings.raw import CData
+from .._bindings.raw import CData, ffi
 from ..errors import (
     ClosedError,
     ContextError,
@@ -31,7 +31,7 @@ from .context_setup import (
     counted,
     default_threads,
     exclusive,
-    sampled_outputs,
+    refuse_sampled,
     sampled_snapshot,
 )
 from .handle import Handle, UseGuard
@@ -103,6 +103,7 @@ class Context(Handle):
         # outputs of the last decode that such a chain sampled (no logits kept)
         self._samplers: dict[int, Handle] = {}
         self._sampled: tuple[Any, ...] | None = None
+        self._scratch: CData | None = None
         sizes = _C.sizes(ptr)
         self._threads = _C.threads(ptr)
         self._can_shift = _C.can_shift(ptr)  # fixed by the model's memory type
@@ -251,18 +252,17 @@ class Context(Handle):
         valid after the next decode and after close.
         """
         if self._sampled is not None:
-            self._refuse_sampled(i)
+            refuse_sampled(self._sampled, i)
         out = _C.logits(self.ptr, i, self._n_vocab)
         if out is None:
             raise LlamaError(f"no logits for output {i}: was it marked as output in the batch?")
         return out
 
-    def _refuse_sampled(self, i: int) -> None:
-        outputs, sampled = sampled_outputs(self._sampled)  # type: ignore[arg-type]
-        row = int(outputs[i]) if -len(outputs) <= i < 0 else i
-        if row in sampled:
-            raise LlamaError(f"output {i} was sampled inside the graph (backend sampling): "
-                             "llama.cpp keeps no logits for it")
+    def _scratch_logits(self) -> CData:
+        """n_vocab floats for the engine's biased arg-max (used while the context is held)."""
+        if self._scratch is None:
+            self._scratch = ffi.new("float[]", self._n_vocab)
+        return self._scratch
 
     # -- backend sampling ----------------------------------------------------------
 

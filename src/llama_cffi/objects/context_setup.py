@@ -13,6 +13,7 @@ import numpy as np
 
 from .._bindings import context as _C
 from .._bindings.raw import CData
+from ..errors import LlamaError
 from .params import ContextParams
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -103,3 +104,14 @@ def sampled_outputs(snapshot: tuple[Any, ...]) -> tuple[np.ndarray, frozenset[in
     for k in range(int(counts.max(initial=0))):
         hit |= (counts > k) & np.isin(seqs[:, k], ids)
     return outputs, frozenset(outputs[hit].tolist())
+
+
+def refuse_sampled(snapshot: tuple[Any, ...], i: int) -> None:
+    """LlamaError if output ``i`` of the decode in ``snapshot`` was sampled inside
+    the graph (llama.cpp keeps no logits for it)."""
+    outputs, sampled = sampled_outputs(snapshot)
+    row = int(outputs[i]) if -len(outputs) <= i < 0 else i
+    if row in sampled:
+        raise LlamaError(f"output {i} was sampled inside the graph (backend sampling): "
+                         "llama.cpp keeps no logits for it")
+
