@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,23 +91,56 @@ def ttft_shared_prefix(llm: lc.LLM, share: bool) -> tuple[float, float]:
     return statistics.median(t), max(t)
 
 
-def completion_ms_per_token(path: str) -> float:
-    """llama-completion's generation time per token with the same JSON schema."""
+def completion_ms_per_token(path: str, grammar_file: str | None = None) -> float:
+    """llama-completion's time per generated token with the same JSON schema
+    (``-j``, llama.cpp's converter) or the same grammar text (``grammar_file``):
+    decode (its eval time) plus grammar-constrained sampling (its sampling
+    time), as ours counts both."""
+    constraint = ["--grammar-file", grammar_file] if grammar_file else ["-j", json.dumps(SCHEMA)]
     cmd = [str(tools_dir() / "llama-completion"), "-m", path, "-p", "Describe a person as JSON:",
-           "-n", "96", "-t", str(THREADS), "--temp", "0", "-j", json.dumps(SCHEMA),
-           "-no-cnv", "--perf"]
+           "-n", "96", "-t", str(THREADS), "--temp", "0", *constraint, "-no-cnv", "--perf"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     err = proc.stderr + proc.stdout
     m = re.search(r"common_perf_print:\s+eval time =\s*([0-9.]+) ms /\s*(\d+) runs", err)
-    if not m:
-        raise RuntimeError("no eval time in llama-completion's output:\n" + err[-2000:])
-    return float(m.group(1)) / int(m.group(2))
+    smp = re.search(r"common_perf_print:\s+sampling time =\s*([0-9.]+) ms", err)
+    if not m or not smp:
+        raise RuntimeError("no eval/sampling time in llama-completion's output:\n" + err[-2000:])
+    runs = int(m.group(2))
+    # decode + sampling of each generated token (its sampling time also covers
+    # the token sampled from the prompt: one more than the decode runs)
+    return (float(m.group(1)) + float(smp.group(1)) * runs / (runs + 1)) / runs
 
 
-def ours_ms_per_token(llm: lc.LLM) -> float:
+def ours_ms_per_token(llm: lc.LLM, grammar: lc.Grammar | None = None) -> float:
     c = llm.complete("Describe a person as JSON:", max_tokens=96, temperature=0,
-                     json_schema=SCHEMA)
+                     **({"grammar": grammar} if grammar else {"json_schema": SCHEMA}))
     return c.timings.generation_seconds / max(1, len(c.tokens) - 1) * 1e3
+
+
+def json_schema_cost(path: str, pairs: int = 4) -> None:
+    """Interleaved pairs (ours, then llama-completion's), median of the ratios:
+    each side with its own converter (``json_schema`` / ``-j``), then both with
+    the same grammar text (ours with llama.cpp's whitespace rule), which makes
+    both generate the same text."""
+    same = lc.Grammar.from_json_schema(SCHEMA, whitespace="free")
+    with tempfile.NamedTemporaryFile("w", suffix=".gbnf", delete=False) as f:
+        f.write(same.text)
+    try:
+        with lc.LLM(path, n_ctx=1024, n_threads=THREADS) as llm:
+            ours_ms_per_token(llm)  # warm-up
+            for label, grammar, gfile in (("own converters", None, None),
+                                          ("same grammar", same, f.name)):
+                ours, theirs = [], []
+                for _ in range(pairs):
+                    ours.append(ours_ms_per_token(llm, grammar))
+                    theirs.append(completion_ms_per_token(path, gfile))
+                ratio = statistics.median(o / t for o, t in zip(ours, theirs))
+                print(f"\nJSON schema ({label}), ms per token: llama_cffi "
+                      f"{statistics.median(ours):.2f} / llama-completion "
+                      f"{statistics.median(theirs):.2f} (median ratio of {pairs} interleaved "
+                      f"pairs {ratio:.2f})")
+    finally:
+        os.unlink(f.name)
 
 
 def main() -> None:
@@ -154,15 +189,6 @@ def throughput(path: str) -> None:
         print("|---|---|---|")
         print(f"| prefix copied between slots | {with_copy[0]:.3f} | {with_copy[1]:.3f} |")
         print(f"| each evaluates the prefix | {without[0]:.3f} | {without[1]:.3f} |")
-
-
-def json_schema_cost(path: str) -> None:
-    with lc.LLM(path, n_ctx=1024, n_threads=THREADS) as llm:
-        ours_ms_per_token(llm)  # warm-up
-        ours = statistics.median(ours_ms_per_token(llm) for _ in range(3))
-    theirs_ms = statistics.median(completion_ms_per_token(path) for _ in range(3))
-    print(f"\nJSON schema, ms per token: llama_cffi {ours:.2f} / llama-completion "
-          f"{theirs_ms:.2f} (ratio {ours / theirs_ms:.2f})")
 
 
 if __name__ == "__main__":
