@@ -11,7 +11,7 @@ from llama_cffi.objects.samplers import greedy, logit_bias
 
 def test_argmax_chains_match_llama_sampler_sample(smollm2: lc.Model) -> None:
     """A greedy chain, alone or after a logit bias (as ignore_eos builds it),
-    picks its token in Python; llama.cpp's llama_sampler_sample on a chain of
+    picks its token in numpy; llama.cpp's llama_sampler_sample on a chain of
     the same samplers must pick the same, also when the bias bans the winner
     or lifts another token over it."""
     vocab = smollm2.vocab
@@ -61,7 +61,7 @@ def test_argmax_chains_match_llama_sampler_sample(smollm2: lc.Model) -> None:
 
 
 def test_argmax_ties_nan_and_odd_biases_follow_llama_cpp(smollm2: lc.Model) -> None:
-    """The C arg-max (prelude.c) keeps llama.cpp's rules on logits written by
+    """The arg-max fast path keeps llama.cpp's greedy rules on logits written by
     hand into llama.cpp's own buffer: the first of equal maxima, NaN never
     wins (but a NaN at index 0 keeps index 0), all -inf gives 0, and biases
     that raise a token, ban the winner or make a tie are applied (a NaN bias

@@ -156,28 +156,56 @@ def has_logits(ptr: CData, i: int) -> bool:
 
 
 def argmax_rows(ptr: CData, rows: Sequence[int], chains: Sequence[CData],
-                biases: Sequence[tuple[CData, CData, int] | None], n_vocab: int,
-                scratch: CData | None) -> list[int]:
+                biases: Sequence[tuple[np.ndarray, np.ndarray, bool, frozenset[int]] | None],
+                n_vocab: int) -> list[int]:
     """The greedy token of each output ``rows[r]`` of the last decode, after the
-    row's logit bias (``int32_t *`` ids, ``float *`` values, count), accepted by
-    ``chains[r]``: one C call for all rows (``llama_cffi_argmax_rows`` in
-    prelude.c, with llama.cpp's tie and NaN rules). ``scratch``: n_vocab
-    floats, used when a bias can change a row's choice."""
-    n = len(rows)
-    out = ffi.new("int32_t[]", n)
-    done = lib.llama_cffi_argmax_rows(
-        ptr, n, ffi.new("int32_t[]", rows), ffi.new("struct llama_sampler *[]", chains),
-        ffi.new("int32_t *[]", [NULL if b is None else b[0] for b in biases]),
-        ffi.new("float *[]", [NULL if b is None else b[1] for b in biases]),
-        ffi.new("int32_t[]", [0 if b is None else b[2] for b in biases]),
-        n_vocab, NULL if scratch is None else scratch, out)
-    if done < 0:
-        raise ValueError(f"a logit bias of output {rows[-1 - done]} names a token outside "
-                         f"0..{n_vocab - 1}")
-    if done < n:
-        raise LlamaError(f"no logits for output {rows[done]}: decode a batch with that "
-                         "output first")
-    return list(out)
+    row's logit bias (ids, values, whether a value is positive, the ids as a
+    set), accepted by ``chains[r]`` (llama.cpp's logit-bias -> greedy chain).
+
+    llama.cpp keeps the outputs' logits one after another: when the rows'
+    logits are neighbours (the engine's generating slots), one numpy arg-max
+    reads them all in place. A bias is applied to a copy of the row, and only
+    when it can change the choice (it raises a token, or lowers the arg-max).
+    """
+    ptrs = []
+    for r in rows:
+        p = lib.llama_get_logits_ith(ptr, r)
+        if p == NULL:
+            raise LlamaError(f"no logits for output {r}: decode a batch with that output first")
+        ptrs.append(p)
+    k = len(ptrs)
+    if k > 1 and all(ptrs[i] == ptrs[0] + i * n_vocab for i in range(1, k)):
+        table = np.frombuffer(ffi.buffer(ptrs[0], k * n_vocab * 4),
+                              dtype=np.float32).reshape(k, n_vocab)
+    else:
+        table = np.stack([np.frombuffer(ffi.buffer(p, n_vocab * 4), dtype=np.float32)
+                          for p in ptrs]) if k > 1 else \
+            np.frombuffer(ffi.buffer(ptrs[0], n_vocab * 4), dtype=np.float32).reshape(1, -1)
+    top = table.argmax(axis=1)
+    nan = np.isnan(table[np.arange(k), top]).tolist()
+    out: list[int] = top.tolist()
+    for i in range(k):
+        if nan[i]:
+            out[i] = _greedy(table[i])
+        bias = biases[i]
+        if bias is not None and (bias[2] or out[i] in bias[3]):
+            x = table[i].copy()
+            x[bias[0]] += bias[1]
+            out[i] = _greedy(x)
+        lib.llama_sampler_accept(chains[i], out[i])
+    return out
+
+
+def _greedy(x: np.ndarray) -> int:
+    """llama.cpp's greedy choice in row ``x``: the first of equal maxima, where
+    NaN never compares greater (numpy's arg-max stops at the first NaN; a NaN
+    at index 0 keeps index 0)."""
+    best = int(x.argmax())
+    if x[best] == x[best]:
+        return best
+    if x[0] != x[0]:
+        return 0
+    return int(np.nanargmax(x))
 
 
 # -- backend sampling (llama.cpp's --backend-sampling) ------------------------------

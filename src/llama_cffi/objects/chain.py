@@ -180,9 +180,10 @@ class SamplerChain(Handle):
                 and not self._stepwise() and self._backend is None
         return self._argmax
 
-    def _argmax_bias(self) -> tuple[CData, CData, int] | None:
-        """The bias an :attr:`is_argmax` chain adds before its arg-max, for C."""
-        return self._bias.c if self._bias is not None and len(self._names) == 2 else None
+    def _argmax_bias(self) -> tuple[np.ndarray, np.ndarray, bool, frozenset[int]] | None:
+        """The bias an :attr:`is_argmax` chain adds before its arg-max."""
+        bias = self._bias
+        return None if bias is None or len(self._names) != 2 else bias
 
     def sample(self, ctx: Context, idx: int = -1) -> int:
         """Pick a token from the output at batch index ``idx`` of ``ctx``'s last
@@ -200,10 +201,9 @@ class SamplerChain(Handle):
                     self._n_vocab = ctx.vocab.n_tokens
                 if self._backend is not None:
                     return self._sample_backend(ctx, chain, c, idx)
-                if self.is_argmax:  # read in place, in C (sample_argmax)
-                    bias = self._argmax_bias()
-                    return _context.argmax_rows(c, [idx], [chain], [bias], ctx.vocab.n_tokens,
-                                                None if bias is None else ctx._scratch_logits())[0]
+                if self.is_argmax:  # read in place (see sample_argmax)
+                    return _context.argmax_rows(c, [idx], [chain], [self._argmax_bias()],
+                                                ctx.vocab.n_tokens)[0]
                 if not self._stepwise():
                     if not _context.has_logits(c, idx):
                         raise _no_logits(idx)
@@ -453,8 +453,8 @@ def _check_token(token: object, n_vocab: int | None) -> int:
 def sample_argmax(ctx: Context, chains: Sequence[SamplerChain], rows: Sequence[int]) -> list[int]:
     """``[chain.sample(ctx, row) for chain, row in zip(chains, rows)]`` for chains
     that are :attr:`~SamplerChain.is_argmax` (ValueError otherwise), holding the
-    context once and making one C call for all of them: the engine's step
-    samples every greedy slot at once."""
+    context once and reading all their logits with one numpy arg-max: the
+    engine's step samples every greedy slot at once."""
     if len(chains) != len(rows):
         raise ValueError(f"{len(chains)} chains for {len(rows)} rows")
     held: list[SamplerChain] = []
@@ -466,7 +466,7 @@ def sample_argmax(ctx: Context, chains: Sequence[SamplerChain], rows: Sequence[i
             held.append(ch)
         n_vocab = ctx.vocab.n_tokens
         ptrs: list[CData] = []
-        biases: list[tuple[CData, CData, int] | None] = []
+        biases: list[tuple[np.ndarray, np.ndarray, bool, frozenset[int]] | None] = []
         for ch in chains:
             ptrs.append(ch.ptr)
             biases.append(ch._argmax_bias())
@@ -474,8 +474,7 @@ def sample_argmax(ctx: Context, chains: Sequence[SamplerChain], rows: Sequence[i
                 ch._n_vocab = n_vocab
         c = ctx._enter()
         try:
-            scratch = ctx._scratch_logits() if any(biases) else None
-            return _context.argmax_rows(c, rows, ptrs, biases, n_vocab, scratch)
+            return _context.argmax_rows(c, rows, ptrs, biases, n_vocab)
         finally:
             ctx._leave()
     finally:

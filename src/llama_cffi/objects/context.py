@@ -15,7 +15,7 @@ from .._bindings import log as _log
 from .._bindings import model as _M
 from .._bindings.callbacks import CallbackState
 from .._bindings.enums import PoolingType
-from .._bindings.raw import CData, ffi
+from .._bindings.raw import CData
 from ..errors import (
     ClosedError,
     ContextError,
@@ -103,7 +103,6 @@ class Context(Handle):
         # outputs of the last decode that such a chain sampled (no logits kept)
         self._samplers: dict[int, Handle] = {}
         self._sampled: tuple[Any, ...] | None = None
-        self._scratch: CData | None = None
         sizes = _C.sizes(ptr)
         self._threads = _C.threads(ptr)
         self._can_shift = _C.can_shift(ptr)  # fixed by the model's memory type
@@ -257,12 +256,6 @@ class Context(Handle):
         if out is None:
             raise LlamaError(f"no logits for output {i}: was it marked as output in the batch?")
         return out
-
-    def _scratch_logits(self) -> CData:
-        """n_vocab floats for the engine's biased arg-max (used while the context is held)."""
-        if self._scratch is None:
-            self._scratch = ffi.new("float[]", self._n_vocab)
-        return self._scratch
 
     # -- backend sampling ----------------------------------------------------------
 
