@@ -230,6 +230,13 @@ def test_llama_server_extras(server: Server) -> None:
     assert status == 200 and {s["model"] for s in slots} >= {"smollm"}
     status, metrics = server.get("/metrics")
     assert status == 200 and 'llamacpp:tokens_predicted_total{model="smollm"}' in metrics
+    # llama-server's backend_sampling field: the greedy choice made in the graph
+    body = {"model": "smollm", "messages": QUESTION, "max_tokens": 12, "temperature": 0}
+    status, plain = server.post("/v1/chat/completions", body)
+    status2, graph = server.post("/v1/chat/completions", {**body, "backend_sampling": True})
+    assert status == status2 == 200
+    assert graph["choices"][0]["message"]["content"] == \
+        plain["choices"][0]["message"]["content"]
 
 
 BAD_REQUESTS = [
@@ -250,6 +257,9 @@ BAD_REQUESTS = [
     ("/v1/chat/completions",
      b'{"model": "smollm", "messages": [{"role": "user", "content": "x"}], "temprature": 1}',
      400, "temprature"),
+    ("/v1/chat/completions",
+     b'{"model": "smollm", "messages": [{"role": "user", "content": "x"}], '
+     b'"backend_sampling": "yes"}', 400, "backend_sampling"),
     ("/v1/chat/completions",
      b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "nope"),
     ("/v1/chat/completions",
