@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import llama_cffi as lc
+
+from .server_util import llama_server
 
 PROMPT = "Once upon a time"
 
@@ -199,49 +197,26 @@ MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "What is 2+2?"}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def server_render(tools: Path, model: Path, messages: list[dict]) -> str:
-    port = free_port()
-    proc = subprocess.Popen([str(tools / "llama-server"), "-m", str(model), "--host",
-                             "127.0.0.1", "--port", str(port), "-c", "512", "-np", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("llama-server did not come up")
-                time.sleep(0.2)
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/apply-template",
-            data=json.dumps({"messages": messages}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())["prompt"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def server_render(tools: Path, model: Path, messages: list[dict], log: Path) -> str:
+    with llama_server(tools, ["-m", str(model), "-c", "512", "-np", "1"], log,
+                      timeout=60) as srv:
+        status, body = srv.post("/apply-template", {"messages": messages}, timeout=30)
+    assert status == 200, body
+    return str(body["prompt"])
 
 
 @pytest.mark.tools
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 def test_template_matches_llama_server(name: str, model_paths: dict[str, Path],
-                                       tools_dir: Path) -> None:
+                                       tools_dir: Path, tmp_path: Path) -> None:
     path = model_paths[name]
+    log = tmp_path / "llama-server.log"
     with lc.LLM(path, n_ctx=256) as llm:
         ours = llm.apply_chat_template(MESSAGES)
-        assert ours == server_render(tools_dir, path, MESSAGES)
+        assert ours == server_render(tools_dir, path, MESSAGES, log)
         no_system = MESSAGES[1:]
-        assert llm.apply_chat_template(no_system) == server_render(tools_dir, path, no_system)
+        assert llm.apply_chat_template(no_system) == server_render(tools_dir, path, no_system,
+                                                                   log)
 
 
 EVIL = [

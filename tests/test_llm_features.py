@@ -3,10 +3,6 @@ max_tokens=None, ignore_eos, logits processors, stopping criteria, sampling defa
 
 from __future__ import annotations
 
-import json
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +14,7 @@ from llama_cffi.api.fim import format_infill
 from llama_cffi.api.prompt_cache import DiskPromptCache, RamPromptCache
 from llama_cffi.api.state import LLMState
 
-from .test_llm import free_port
+from .server_util import llama_server
 
 PROMPT = "Once upon a time"
 OTHER = "The quick brown fox jumps over"
@@ -306,39 +302,21 @@ FIM_IDS = {"fim_pre": 6, "fim_suf": 7, "fim_mid": 8}
 
 @pytest.mark.tools
 @pytest.mark.slow
-def test_fim_matches_llama_server_infill(smollm2_path: Path, tools_dir: Path) -> None:
+def test_fim_matches_llama_server_infill(smollm2_path: Path, tools_dir: Path,
+                                         tmp_path: Path) -> None:
     pre, suf = "def add(a, b):\n    result = ", "\n    return result\n"
     overrides = tuple((f"tokenizer.ggml.{k}_token_id", v) for k, v in FIM_IDS.items())
     # a context with room for llama-server's repo-level extra ("<reponame>myproject\n")
     with lc.LLM(smollm2_path, n_ctx=2048, n_batch=1024, kv_overrides=overrides) as llm:
         ours = llm.complete(pre, suffix=suf, max_tokens=16, temperature=0)
-    port = free_port()
-    cmd = [str(tools_dir / "llama-server"), "-m", str(smollm2_path), "--host", "127.0.0.1",
-           "--port", str(port), "-c", "2048", "-b", "1024", "-n", "16", "-np", "1"]
+    args = ["-m", str(smollm2_path), "-c", "2048", "-b", "1024", "-n", "16", "-np", "1"]
     for k, v in FIM_IDS.items():
-        cmd += ["--override-kv", f"tokenizer.ggml.{k}_token_id=int:{v}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("llama-server did not come up") from None
-                time.sleep(0.2)
-        body = {"input_prefix": pre, "input_suffix": suf, "n_predict": 16, "temperature": 0,
-                "return_tokens": True, "cache_prompt": False}
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/infill",
-                                     data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            theirs = json.loads(r.read())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        args += ["--override-kv", f"tokenizer.ggml.{k}_token_id=int:{v}"]
+    with llama_server(tools_dir, args, tmp_path / "llama-server.log", timeout=60) as srv:
+        status, theirs = srv.post("/infill", {
+            "input_prefix": pre, "input_suffix": suf, "n_predict": 16, "temperature": 0,
+            "return_tokens": True, "cache_prompt": False}, timeout=60)
+    assert status == 200, theirs
     assert theirs["tokens_evaluated"] == ours.usage.prompt_tokens
     assert ours.tokens == theirs["tokens"][:len(ours.tokens)]
     assert ours.text == theirs["content"]

@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,17 +22,12 @@ import numpy as np
 import ollama
 import pytest
 
-import llama_cffi
 from llama_cffi.apps.server.errors import ApiError
 from llama_cffi.apps.server.ollama_schemas import parse_keep_alive, render_go_template
 
+from .server_util import ours
+
 GREEDY = {"temperature": 0, "num_predict": 8}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -49,37 +39,9 @@ def server(smollm2_path: Path, minilm_path: Path) -> Iterator[str]:
             f'[models.smollm2]\nmodel = "{smollm2_path}"\nargs = "-c 1024 -np 2 -t 2"\n\n'
             f'[models.minilm]\nmodel = "{minilm_path}"\nargs = "-c 512 -np 1 -t 2"\n',
             encoding="utf-8")
-        port = _free_port()
-        env = dict(os.environ)
-        here = str(Path(llama_cffi.__file__).resolve().parent.parent)  # the llama_cffi we test
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
-        log_path = Path(tmp) / "server.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "llama_cffi.apps.server", "--config", str(config),
-                 "--port", str(port), "--log-level", "warning"],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, \
-                    f"the server exited: {log_path.read_text(errors='replace')[-3000:]}"
-                try:
-                    if httpx.get(f"{url}/api/version", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server did not start within 60 s"
-                time.sleep(0.2)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        with ours(["--config", str(config)], Path(tmp) / "server.log",
+                  ready_path="/api/version", timeout=60) as srv:
+            yield srv.url
 
 
 @pytest.fixture(scope="module")
