@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import llama_cffi as lc
+from llama_cffi.objects.argmax import sample_argmax
 
 PROMPT = "The capital of France is"
 N = 24
@@ -88,6 +89,14 @@ def test_attached_chain(smollm2: lc.Model) -> None:
             ctx.logits(-1)
         with pytest.raises(lc.LlamaError, match="attached to"):
             chain.sample(other, -1)
+        # nor does another chain read the stale logits of that output
+        with lc.SamplerChain([lc.sampling.greedy()]) as cpu, \
+                lc.SamplerChain([lc.sampling.top_k(5), lc.sampling.dist(1)]) as cpu2:
+            for c in (cpu, cpu2):
+                with pytest.raises(lc.LlamaError, match="sampled inside the graph"):
+                    c.sample(ctx, n - 1)
+            with pytest.raises(lc.LlamaError, match="sampled inside the graph"):
+                sample_argmax(ctx, [cpu], [n - 1])
         assert chain.sample(ctx, n - 1) == expected
 
         # a sequence without a backend sampler keeps its logits in the same batch

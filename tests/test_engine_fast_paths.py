@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import llama_cffi as lc
-from llama_cffi.objects.chain import SamplerChain, build_chain, sample_argmax
+from llama_cffi.objects.argmax import sample_argmax
+from llama_cffi.objects.chain import SamplerChain, build_chain
 from llama_cffi.objects.samplers import greedy, logit_bias
 
 

@@ -45,8 +45,9 @@ from ..errors import (
     LlamaError,
     NoKvSlotError,
 )
+from ..objects.argmax import sample_argmax
 from ..objects.batch import Batch
-from ..objects.chain import SamplerChain, sample_argmax
+from ..objects.chain import SamplerChain
 from ..objects.context import Context
 from ..objects.params import SamplingParams
 from . import state_cache

@@ -34,6 +34,7 @@ from .._bindings.callbacks import SamplerState
 from .._bindings.raw import CData
 from ..errors import GrammarError, LlamaError, TokenError
 from .argmax import Bias
+from .context_setup import refuse_sampled
 from .grammar import Grammar
 from .handle import Handle, UseGuard
 from .model_sampling import model_sampling_defaults
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from .vocab import Vocab
 
 __all__ = ["DEFAULTS", "SamplerChain", "build_chain", "chain_for", "grammar",
-           "model_sampling_defaults", "sample_argmax"]
+           "model_sampling_defaults"]
 
 
 def grammar(vocab: Vocab | Model, gbnf: str | Grammar, root: str = "root") -> Sampler:
@@ -172,7 +173,7 @@ class SamplerChain(Handle):
         ``ignore_eos``). Such a chain reads the logits in place instead of
         filling an n_vocab candidate array as ``llama_sampler_sample`` does
         (about 15 µs instead of 200 µs a token for a 49k vocabulary), with the
-        same result (see :func:`sample_argmax`)."""
+        same result (see :func:`~llama_cffi.objects.argmax.sample_argmax`)."""
         if self._argmax is None:
             names = self._names
             self._argmax = (names == ["greedy"] or (names == ["logit-bias", "greedy"] and
@@ -201,6 +202,8 @@ class SamplerChain(Handle):
                     self._n_vocab = ctx.vocab.n_tokens
                 if self._backend is not None:
                     return self._sample_backend(ctx, chain, c, idx)
+                if ctx._sampled is not None:  # the graph sampled that output: no logits
+                    refuse_sampled(ctx._sampled, idx)
                 if self.is_argmax:  # read in place (see sample_argmax)
                     return _context.argmax_rows(c, [idx], [chain], [self._argmax_bias()],
                                                 ctx.vocab.n_tokens)[0]
@@ -448,38 +451,6 @@ def _check_token(token: object, n_vocab: int | None) -> int:
                          + ("ids are >= 0" if n_vocab is None and t < 0 else
                             f"this vocabulary has ids 0..{hi}"))
     return t
-
-
-def sample_argmax(ctx: Context, chains: Sequence[SamplerChain], rows: Sequence[int]) -> list[int]:
-    """``[chain.sample(ctx, row) for chain, row in zip(chains, rows)]`` for chains
-    that are :attr:`~SamplerChain.is_argmax` (ValueError otherwise), holding the
-    context once and reading all their logits with one numpy arg-max: the
-    engine's step samples every greedy slot at once."""
-    if len(chains) != len(rows):
-        raise ValueError(f"{len(chains)} chains for {len(rows)} rows")
-    held: list[SamplerChain] = []
-    try:
-        for ch in chains:
-            if not ch.is_argmax:
-                raise ValueError(f"{ch!r} does not pick the arg-max; use its sample()")
-            ch._guard.acquire()
-            held.append(ch)
-        n_vocab = ctx.vocab.n_tokens
-        ptrs: list[CData] = []
-        biases: list[tuple[np.ndarray, np.ndarray, bool, frozenset[int]] | None] = []
-        for ch in chains:
-            ptrs.append(ch.ptr)
-            biases.append(ch._argmax_bias())
-            if ch._n_vocab is None:
-                ch._n_vocab = n_vocab
-        c = ctx._enter()
-        try:
-            return _context.argmax_rows(c, rows, ptrs, biases, n_vocab)
-        finally:
-            ctx._leave()
-    finally:
-        for ch in held:
-            ch._guard.release()
 
 
 def _no_logits(idx: int) -> LlamaError:
