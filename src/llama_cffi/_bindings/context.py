@@ -174,13 +174,14 @@ def argmax_rows(ptr: CData, rows: Sequence[int], chains: Sequence[CData],
             raise LlamaError(f"no logits for output {r}: decode a batch with that output first")
         ptrs.append(p)
     k = len(ptrs)
-    if k > 1 and all(ptrs[i] == ptrs[0] + i * n_vocab for i in range(1, k)):
+    if k == 0:
+        return []
+    if all(ptrs[i] == ptrs[0] + i * n_vocab for i in range(1, k)):  # read in place
         table = np.frombuffer(ffi.buffer(ptrs[0], k * n_vocab * 4),
                               dtype=np.float32).reshape(k, n_vocab)
-    else:
+    else:  # rows apart (a prompt's last token among them): gathered, a copy
         table = np.stack([np.frombuffer(ffi.buffer(p, n_vocab * 4), dtype=np.float32)
-                          for p in ptrs]) if k > 1 else \
-            np.frombuffer(ffi.buffer(ptrs[0], n_vocab * 4), dtype=np.float32).reshape(1, -1)
+                          for p in ptrs])
     top = table.argmax(axis=1)
     nan = np.isnan(table[np.arange(k), top]).tolist()
     out: list[int] = top.tolist()
