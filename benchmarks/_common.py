@@ -71,15 +71,17 @@ class TimedDecode:
     """Counts the seconds spent inside ``llama_decode`` by the object layer.
 
     ``with TimedDecode() as t: ...`` swaps the ``lib`` that llama_cffi's
-    context bindings call for a proxy whose ``llama_decode`` is timed; everything
+    context bindings call for a proxy whose ``llama_decode`` is timed, and the
+    one the generation runs call (``llama_cffi_run``, which times its own
+    decodes in C) for a proxy that adds the run's decode time; everything
     else passes through. ``wall - t.inside`` is then the binding's own cost
     (an upper bound: the proxy adds a little).
     """
 
     def __init__(self) -> None:
-        from llama_cffi._bindings import context
+        from llama_cffi._bindings import context, run
 
-        self._module = context
+        self._modules = (context, run)
         self._lib = context.lib
         self.inside = 0.0
 
@@ -92,9 +94,15 @@ class TimedDecode:
         self.inside += time.perf_counter() - t0
         return rc
 
+    def llama_cffi_run(self, *args: object) -> None:
+        self._lib.llama_cffi_run(*args)
+        self.inside += args[-1].t_decode_us / 1e6  # type: ignore[attr-defined]
+
     def __enter__(self) -> "TimedDecode":
-        self._module.lib = self
+        for m in self._modules:
+            m.lib = self  # type: ignore[attr-defined]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._module.lib = self._lib
+        for m in self._modules:
+            m.lib = self._lib  # type: ignore[attr-defined]

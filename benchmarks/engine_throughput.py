@@ -6,7 +6,9 @@
    and at 1 request against llama-bench tg128.
 2. Binding time per generated token (wall time minus the time spent inside
    llama_decode, per token and slot) at 1, 2, 4 and 8 requests, and at 1 and 8
-   with the greedy choice made inside the graph (backend_sampling).
+   with the greedy choice made inside the graph (backend_sampling). Each
+   count also runs with the engine's generation runs in C turned off
+   (``engine.run_steps = 0``: one Python step per token), for comparison.
 3. Time to first token of 4 requests sharing a 300-token prefix, with and
    without copying the prefix between slots.
 4. Grammar-constrained generation (a JSON schema): ms per token against
@@ -28,9 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import llama_cffi as lc
-
 from _common import TimedDecode, llama_bench, random_tokens, tools_dir
+
+import llama_cffi as lc
+from llama_cffi.engine.engine import RUN_STEPS
 
 COUNTS = [1, 2, 4, 8]
 N_PROMPT, N_GEN, THREADS = 32, 128, 2
@@ -163,15 +166,21 @@ def throughput(path: str) -> None:
     tg_ref = llama_bench(Path(path), n_prompt=0, n_gen=N_GEN, threads=THREADS, reps=3)
     rng = random.Random(0)
     print("| requests | engine t/s | llama-batched-bench S_TG t/s | ratio | "
-          "binding ms/token |")
-    print("|---|---|---|---|---|")
+          "binding ms/token | per-step Python: t/s, ratio, binding ms/token |")
+    print("|---|---|---|---|---|---|")
     with lc.LLM(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_batch=2048,
                 n_ubatch=512) as llm:
         engine_tg(llm, 1, rng)  # warm-up
         for k in COUNTS:
             tps, binding = engine_tg(llm, k, rng)
+            llm.engine.run_steps = 0  # the same requests without generation runs in C
+            try:
+                tps0, binding0 = engine_tg(llm, k, rng)
+            finally:
+                llm.engine.run_steps = RUN_STEPS
             ref = theirs.get(k, float("nan"))
-            print(f"| {k} | {tps:.1f} | {ref:.1f} | {tps / ref:.3f} | {binding:.3f} |")
+            print(f"| {k} | {tps:.1f} | {ref:.1f} | {tps / ref:.3f} | {binding:.3f} | "
+                  f"{tps0:.1f}, {tps0 / ref:.3f}, {binding0:.3f} |")
         one, _ = engine_tg(llm, 1, rng)
         print(f"\n1 request vs llama-bench tg{N_GEN}: {one:.1f} / {tg_ref:.1f} t/s "
               f"(ratio {one / tg_ref:.3f})\n")

@@ -31,3 +31,5 @@ static const char * llama_cffi_build_options(void) { return LLAMA_CFFI_OPTIONS; 
 static void llama_cffi_log_discard(enum ggml_log_level level, const char * text, void * user_data) {
     (void) level; (void) text; (void) user_data;
 }
+
+#include "run.h"

@@ -64,9 +64,9 @@ from .api.llm import LLM, Stream
 from .api.prompt_cache import DiskPromptCache, RamPromptCache
 from .api.state import LLMState
 from .engine.results import ToolCall
-from .engine.engine import Engine, EngineMetrics
+from .engine.engine import Engine
 from .engine.request import RequestHandle
-from .engine.results import Completion, Timings, TokenLogprob, Usage
+from .engine.results import Completion, EngineMetrics, Timings, TokenLogprob, Usage
 from .objects.params import ContextParams, ModelParams, SamplingParams, SpeculativeParams
 from .objects.lora import LoraAdapter
 from .objects.quantize import quantize

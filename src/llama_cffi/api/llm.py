@@ -27,14 +27,19 @@ from typing import Any
 import numpy as np
 
 from ..engine import speculative as spec
-from ..engine.engine import Engine, EngineMetrics, Proposer
+from ..engine.engine import Engine, Proposer
 from ..engine.request import Cancel, RequestHandle
-from ..engine.results import Completion
+from ..engine.results import Completion, EngineMetrics
 from ..objects.chain import SamplerChain, chain_for
 from ..objects.context import Context
 from ..objects.model import Model
-from ..objects.params import ContextParams, ModelParams, SamplingParams, SpeculativeParams
-from ..objects.params import split_kwargs
+from ..objects.params import (
+    ContextParams,
+    ModelParams,
+    SamplingParams,
+    SpeculativeParams,
+    split_kwargs,
+)
 from . import multimodal as _mm
 from . import processors as _proc
 from . import prompts as _prompts

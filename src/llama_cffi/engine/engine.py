@@ -18,6 +18,9 @@ OpenMP thread teams at once). Requests come from any thread or from asyncio
    stop strings, max tokens and end of generation, streaming text to its
    caller, verifying drafts exactly.
 
+While every busy slot generates and none needs Python between tokens, steps
+3 and 4 run in C for up to ``run_steps`` tokens at a time (:mod:`.runs`).
+
 An error in one request (a Python sampler raising, a grammar dead end, a
 prompt too long for a slot) ends that request with the exception; the
 others go on. If the engine thread itself fails, every waiting caller gets
@@ -34,7 +37,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .._bindings.log import logger
@@ -50,14 +52,18 @@ from ..objects.batch import Batch
 from ..objects.chain import SamplerChain
 from ..objects.context import Context
 from ..objects.params import SamplingParams
-from . import state_cache
+from ..objects.run import GenerationRun
+from . import runs, state_cache
 from .generation import TokenFacts
 from .media import MediaPrefill, prefill_media
 from .request import _DONE, _ERROR, Cancel, Request, RequestHandle
-from .results import Completion, Timings, Usage
+from .results import Completion, EngineMetrics, Timings, Usage
 from .slot import Slot, common_prefix
 
 _T = TypeVar("_T")
+
+RUN_STEPS = 64
+"""Most steps of one generation run in C (:mod:`.runs`)."""
 
 MIN_SHARED_PREFIX = 32
 """A request whose first tokens (at least this many) are being evaluated for
@@ -72,26 +78,6 @@ class Proposer(Protocol):
     def propose(self, history: Sequence[int], last: int, seq_id: int = 0) -> list[int]: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class EngineMetrics:
-    """Counters since the engine started (the server's ``/metrics``)."""
-
-    requests_total: int = 0
-    requests_failed: int = 0
-    requests_cancelled: int = 0
-    prompt_tokens_total: int = 0  # prompt tokens of finished requests
-    prompt_tokens_evaluated: int = 0  # ... of which evaluated (not reused)
-    cached_tokens_total: int = 0  # prompt tokens reused from a slot's cache
-    prefix_copies: int = 0  # prefixes copied from another slot
-    generated_tokens_total: int = 0
-    decode_calls: int = 0
-    requests_running: int = 0
-    requests_queued: int = 0
-    kv_cells_used: int = 0
-    last_time_to_first_token: float = 0.0
-    last_tokens_per_second: float = 0.0
 
 
 class Engine:
@@ -127,6 +113,9 @@ class Engine:
         self._closed = False  # close() was called
         self.broken: BaseException | None = None
         self._batch = Batch(max(ctx.n_batch, 1))
+        self.run_steps = RUN_STEPS
+        """Most steps run in C at a time (:mod:`.runs`); 0: one Python step per token."""
+        self._run: GenerationRun | None = GenerationRun(len(self.slots), RUN_STEPS)
         self._split_kv = ctx.n_seq_max > 1 and ctx.n_ctx_seq < ctx.n_ctx
         self.prompt_cache: state_cache.PromptStateCache | None = None
         """Earlier requests' states to restore (:mod:`.state_cache`); set on the engine thread."""
@@ -171,7 +160,7 @@ class Engine:
                 f"the prompt has {len(toks)} tokens but a slot holds {self.ctx.n_ctx_seq}; "
                 "use a larger n_ctx, fewer slots, a shorter prompt, or context_shift=True")
         chain = sampler if sampler is not None else self.make_chain(sampling)
-        handle = RequestHandle()
+        handle = RequestHandle(self._interrupt)
         req = Request(toks, sampling, chain, handle,
                       has_grammar=sampling.grammar is not None or sampling.json_schema is not None,
                       context_shift=context_shift, cancel=cancel,
@@ -187,6 +176,7 @@ class Engine:
                 self._pending.append(req)
                 self.metrics.requests_queued = len(self._pending)
                 self._cv.notify_all()
+                self._interrupt()
         if error is not None:
             chain.close()
             raise error
@@ -207,6 +197,7 @@ class Engine:
                 raise error
             self._calls.append((fn, box))
             self._cv.notify_all()
+            self._interrupt()
         ok, value = box.get(timeout=timeout)
         if not ok:
             raise value
@@ -223,12 +214,18 @@ class Engine:
                 return
             self._closed = self._closing = True
             self._cv.notify_all()
+            self._interrupt()
         if threading.current_thread() is not self._thread:
             self._thread.join()
         self._batch.close()
         if self.proposer is not None:
             self.proposer.close()
             self.proposer = None
+
+    def _interrupt(self) -> None:
+        """End a generation run in C after its decode in progress (any thread)."""
+        if self._run is not None:
+            self._run.interrupt()
 
     def _refusal(self) -> BaseException | None:
         if self.broken is not None:
@@ -293,15 +290,18 @@ class Engine:
     def _step(self) -> None:
         self._reap()
         self._admit()
-        if not any(s.busy for s in self.slots):
+        if not any(s.busy for s in self.slots) or runs.try_run(self):
             return
         if self._build_batch() == 0:
             return
+        t0 = time.perf_counter()
         try:
             self.ctx.decode(self._batch)
         except NoKvSlotError as exc:
             self._out_of_memory(exc)
             return
+        finally:
+            self.metrics.decode_seconds += time.perf_counter() - t0
         self.metrics.decode_calls += 1
         sampled = self._sample_argmax()
         for slot in self.slots:

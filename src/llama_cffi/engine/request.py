@@ -41,7 +41,12 @@ class RequestHandle:
     """What :meth:`Engine.submit` returns: an iterator of text pieces, an async
     iterator, and a future of the :class:`Completion`."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake: Callable[[], None] | None = None) -> None:
+        # wake: called when the engine should look at this handle again before
+        # its next token (a cancel; a reader of pieces, who wants each piece
+        # as soon as it is decoded, not after a generation run in C)
+        self._wake = wake
+        self._streaming = False
         self._events: deque[tuple[int, Any]] = deque()
         self._cv = threading.Condition(threading.Lock())
         self._readers = 0  # threads waiting in _next_event for the next event
@@ -95,6 +100,8 @@ class RequestHandle:
         """Stop the request; its slot is freed at the engine's next step and its
         Completion ends with finish_reason ``"cancelled"``."""
         self._cancelled = True
+        if self._wake is not None:
+            self._wake()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the request has finished (discarding unread pieces);
@@ -131,6 +138,7 @@ class RequestHandle:
     def pieces(self, timeout: float | None = None) -> Generator[str, None, None]:
         """Text pieces as they are generated; closing the generator early
         cancels the request."""
+        self._stream_now()
         try:
             while True:
                 kind, value = self._next_event(timeout)
@@ -143,6 +151,13 @@ class RequestHandle:
         finally:
             if not self._finished:
                 self.cancel()
+
+    def _stream_now(self) -> None:
+        """A reader of pieces is here: each piece should come as it is decoded."""
+        if not self._streaming:
+            self._streaming = True
+            if self._wake is not None and not self._finished:
+                self._wake()
 
     def result(self, timeout: float | None = None) -> Completion:
         """Wait for the whole :class:`Completion` (raises what ended the request).
@@ -164,6 +179,7 @@ class RequestHandle:
 
     async def apieces(self) -> AsyncIterator[str]:
         """The pieces as an async iterator; cancelling the task cancels the request."""
+        self._stream_now()
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         with self._cv:

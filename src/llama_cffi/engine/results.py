@@ -1,4 +1,5 @@
-"""What a generation returns: text, tokens, usage, timings, log-probabilities."""
+"""What a generation returns (text, tokens, usage, timings, log-probabilities)
+and the engine's counters."""
 
 from __future__ import annotations
 
@@ -90,3 +91,25 @@ class Completion:
     stop_string: str | None = None
     tool_calls: list[ToolCall] | None = None
     content: str | None = None
+
+
+@dataclass
+class EngineMetrics:
+    """Counters since the engine started (the server's ``/metrics``)."""
+
+    requests_total: int = 0
+    requests_failed: int = 0
+    requests_cancelled: int = 0
+    prompt_tokens_total: int = 0  # prompt tokens of finished requests
+    prompt_tokens_evaluated: int = 0  # ... of which evaluated (not reused)
+    cached_tokens_total: int = 0  # prompt tokens reused from a slot's cache
+    prefix_copies: int = 0  # prefixes copied from another slot
+    generated_tokens_total: int = 0
+    decode_calls: int = 0
+    decode_seconds: float = 0.0  # inside llama_decode
+    run_decode_calls: int = 0  # ... of the decode calls, those made by generation runs in C
+    requests_running: int = 0
+    requests_queued: int = 0
+    kv_cells_used: int = 0
+    last_time_to_first_token: float = 0.0
+    last_tokens_per_second: float = 0.0

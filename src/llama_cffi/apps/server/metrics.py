@@ -27,6 +27,9 @@ _COUNTERS = {
     "cached_tokens_total": ("llamacpp:prompt_tokens_cached", "Prompt tokens reused from cache"),
     "generated_tokens_total": ("llamacpp:tokens_predicted", "Tokens generated"),
     "decode_calls": ("llamacpp:n_decode", "llama_decode calls"),
+    "run_decode_calls": ("llama_cffi_run_decode_calls", "llama_decode calls made by "
+                         "generation runs in C (several tokens per interpreter step)"),
+    "decode_seconds": ("llama_cffi_decode_seconds", "Seconds inside llama_decode"),
     "requests_total": ("llama_cffi_requests", "Generation requests finished"),
     "requests_failed": ("llama_cffi_requests_failed", "Generation requests that ended in error"),
     "requests_cancelled": ("llama_cffi_requests_cancelled", "Generation requests cancelled "

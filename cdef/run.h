@@ -1,0 +1,253 @@
+/* The engine's generation run: several decode-and-sample steps of the
+ * generating sequences in one C call, so the interpreter runs once per run
+ * instead of once per token (llama_cffi.objects.run explains when the engine
+ * uses it and what Python does with its tokens).
+ *
+ * Each step decodes the next token of every slot in one batch, samples each
+ * slot's output (the arg-max of the logits, with a logit bias, or the slot's
+ * llama.cpp sampler chain), and ends the run at the first slot that has to
+ * go back to Python: an end-of-generation token, its last allowed token, a
+ * possible stop string, or a full sequence. The run also ends after
+ * max_steps, when *interrupt is set (a request arrived or was cancelled) or
+ * when the time budget is spent. A decode error ends it with llama_decode's
+ * code; the step that failed has changed nothing in the slots. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LLAMA_CFFI_RUN_TAIL 512
+#define LLAMA_CFFI_RUN_MAX_STOP 128
+
+typedef struct llama_cffi_run_slot {
+    /* set by Python before the run */
+    int32_t seq_id;
+    int32_t n_past;         /* tokens in the sequence's KV: the next one's position */
+    int32_t n_limit;        /* tokens the sequence may hold (the slot's context) */
+    int32_t remaining;      /* tokens it may still generate; < 0: no limit */
+    int32_t ignore_eos;     /* an end-of-generation token does not end it */
+    llama_token next;       /* sampled, not yet decoded */
+    struct llama_sampler * chain;
+    int32_t argmax;         /* 1: the chain picks the arg-max; pick it here, then accept */
+    const int32_t * bias_ids;  /* the chain's logit bias, for the arg-max */
+    const float * bias_values;
+    int32_t n_bias;
+    const char * stops;     /* the stop strings' bytes, one after another */
+    const int32_t * stop_lens;
+    int32_t n_stops;
+    int32_t n_tail;         /* the last bytes of the text so far, for stops across tokens */
+    char tail[LLAMA_CFFI_RUN_TAIL];
+    /* written by the run */
+    llama_token * out;      /* room for max_steps tokens */
+    int32_t n_out;
+    int32_t why;            /* 0, or why the run ended here: 1 end of generation,
+                               2 last allowed token, 3 maybe a stop string, 4 sequence full */
+} llama_cffi_run_slot;
+
+typedef struct llama_cffi_run_result {
+    int32_t status;         /* llama_decode's code when a decode failed, else 0 */
+    int32_t steps;          /* decodes done (tokens added to each slot) */
+    int64_t t_decode_us;    /* time inside llama_decode */
+} llama_cffi_run_result;
+
+/* llama.cpp's greedy rule: the first index of the largest logit, where NaN
+ * never wins and a NaN at index 0 keeps index 0 (greedy compares x[i] >
+ * x[selected] starting from 0). */
+static int32_t llama_cffi_argmax_scalar(const float * x, int32_t n, int32_t start, int32_t best) {
+    for (int32_t i = start; i < n; i++) {
+        if (x[i] > x[best]) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LLAMA_CFFI_HAVE_AVX2_ARGMAX 1
+__attribute__((target("avx2")))
+static int32_t llama_cffi_argmax_avx2(const float * x, int32_t n) {
+    /* two passes, both bound by memory: the largest value (max_ps keeps the
+     * accumulator when the loaded value is NaN, so NaN never enters; four
+     * accumulators hide its latency), then the first index holding it */
+    __m256 m0 = _mm256_set1_ps(x[0]), m1 = m0, m2 = m0, m3 = m0;
+    int32_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+        m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+        m2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), m2);
+        m3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), m3);
+    }
+    m0 = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m0);
+    float top = lanes[0];
+    for (int k = 1; k < 8; k++) {
+        top = lanes[k] > top ? lanes[k] : top;
+    }
+    for (int32_t j = i; j < n; j++) {
+        top = x[j] > top ? x[j] : top;
+    }
+    const __m256 t = _mm256_set1_ps(top);
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), t, _CMP_EQ_OQ));
+        if (mask) {
+            return j + __builtin_ctz((unsigned) mask);
+        }
+    }
+    for (; j < n; j++) {
+        if (x[j] == top) {
+            return j;
+        }
+    }
+    return 0;  /* not reached: top is one of the values */
+}
+#endif
+
+static int32_t llama_cffi_argmax(const float * x, int32_t n) {
+    if (n <= 0 || isnan(x[0])) {
+        return 0;
+    }
+#ifdef LLAMA_CFFI_HAVE_AVX2_ARGMAX
+    if (n >= 64 && __builtin_cpu_supports("avx2")) {
+        return llama_cffi_argmax_avx2(x, n);
+    }
+#endif
+    return llama_cffi_argmax_scalar(x, n, 1, 0);
+}
+
+/* The arg-max after the logit bias: only computed on a copy when the bias can
+ * change the choice (it raises a token, or lowers the plain arg-max). */
+static int32_t llama_cffi_argmax_biased(const float * x, int32_t n, const llama_cffi_run_slot * s,
+                                        float * scratch) {
+    int32_t tok = llama_cffi_argmax(x, n);
+    if (s->n_bias == 0) {
+        return tok;
+    }
+    int32_t matters = 0;
+    for (int32_t k = 0; k < s->n_bias && !matters; k++) {
+        matters = s->bias_values[k] > 0.0f || s->bias_ids[k] == tok;
+    }
+    if (!matters) {
+        return tok;
+    }
+    memcpy(scratch, x, (size_t) n * sizeof(float));
+    for (int32_t k = 0; k < s->n_bias; k++) {
+        scratch[s->bias_ids[k]] += s->bias_values[k];
+    }
+    return llama_cffi_argmax(scratch, n);
+}
+
+/* Append a token's text to the slot's tail; 1 when a stop string may have
+ * been reached (Python decides on the decoded text). */
+static int32_t llama_cffi_run_stop(const struct llama_vocab * vocab, llama_cffi_run_slot * s,
+                                   llama_token tok) {
+    char piece[256];
+    int32_t n = llama_token_to_piece(vocab, tok, piece, (int32_t) sizeof piece, 0, false);
+    if (n < 0 || s->n_tail + n > LLAMA_CFFI_RUN_TAIL) {
+        return 1;  /* a piece too long to follow here: let Python look */
+    }
+    memcpy(s->tail + s->n_tail, piece, (size_t) n);
+    s->n_tail += n;
+    int32_t keep = 0;
+    const char * stop = s->stops;
+    for (int32_t k = 0; k < s->n_stops; k++) {
+        int32_t len = s->stop_lens[k];
+        for (int32_t at = 0; at + len <= s->n_tail; at++) {
+            if (memcmp(s->tail + at, stop, (size_t) len) == 0) {
+                return 1;
+            }
+        }
+        if (len - 1 > keep) {
+            keep = len - 1;
+        }
+        stop += len;
+    }
+    if (s->n_tail > keep) {  /* keep only what a stop string could still start with */
+        memmove(s->tail, s->tail + s->n_tail - keep, (size_t) keep);
+        s->n_tail = keep;
+    }
+    return 0;
+}
+
+static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batch,
+                           llama_cffi_run_slot * slots, int32_t n_slots, int32_t max_steps,
+                           const volatile int32_t * interrupt, int64_t budget_us,
+                           llama_cffi_run_result * res) {
+    const struct llama_vocab * vocab = llama_model_get_vocab(llama_get_model(ctx));
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    const int64_t t_start = ggml_time_us();
+    float * scratch = NULL;
+    res->status = 0;
+    res->steps = 0;
+    res->t_decode_us = 0;
+    for (int32_t i = 0; i < n_slots; i++) {
+        slots[i].n_out = 0;
+        slots[i].why = 0;
+        if (slots[i].n_bias > 0 && scratch == NULL) {
+            scratch = (float *) malloc((size_t) n_vocab * sizeof(float));
+            if (scratch == NULL) {
+                res->status = -3;  /* out of memory: Python takes the step */
+                return;
+            }
+        }
+    }
+    for (int32_t step = 0; step < max_steps; step++) {
+        if (step > 0 && (*interrupt || ggml_time_us() - t_start >= budget_us)) {
+            break;
+        }
+        int32_t full = 0;
+        for (int32_t i = 0; i < n_slots; i++) {
+            if (slots[i].n_past + 1 > slots[i].n_limit) {
+                slots[i].why = 4;
+                full = 1;
+            }
+        }
+        if (full) {
+            break;
+        }
+        for (int32_t i = 0; i < n_slots; i++) {
+            batch->token[i] = slots[i].next;
+            batch->pos[i] = slots[i].n_past;
+            batch->n_seq_id[i] = 1;
+            batch->seq_id[i][0] = slots[i].seq_id;
+            batch->logits[i] = 1;
+        }
+        batch->n_tokens = n_slots;
+        const int64_t t0 = ggml_time_us();
+        const int32_t rc = llama_decode(ctx, *batch);
+        res->t_decode_us += ggml_time_us() - t0;
+        if (rc != 0) {
+            res->status = rc;
+            break;
+        }
+        res->steps++;
+        int32_t stop_run = 0;
+        for (int32_t i = 0; i < n_slots; i++) {
+            llama_cffi_run_slot * s = &slots[i];
+            llama_token tok;
+            if (s->argmax) {
+                tok = llama_cffi_argmax_biased(llama_get_logits_ith(ctx, i), n_vocab, s, scratch);
+                llama_sampler_accept(s->chain, tok);
+            } else {
+                tok = llama_sampler_sample(s->chain, ctx, i);
+            }
+            s->n_past++;
+            s->out[s->n_out++] = tok;
+            if (!s->ignore_eos && llama_vocab_is_eog(vocab, tok)) {
+                s->why = 1;
+            } else if (s->remaining > 0 && --s->remaining == 0) {
+                s->why = 2;
+            } else if (s->n_stops > 0 && llama_cffi_run_stop(vocab, s, tok)) {
+                s->why = 3;
+            } else {
+                s->next = tok;
+            }
+            stop_run |= s->why != 0;
+        }
+        if (stop_run) {
+            break;
+        }
+    }
+    free(scratch);
+}

@@ -1,0 +1,111 @@
+"""``llama_cffi_run`` (``cdef/run.h``): several decode-and-sample steps of the
+generating sequences in one C call.
+
+:class:`RunMemory` owns the C memory a run reads and writes: one
+``llama_cffi_run_slot`` per slot, each slot's output array, the interrupt
+flag and the result. Whatever a slot points at (logit-bias arrays, stop
+strings) is kept referenced by the slot's entry in ``RunMemory.keep`` until
+the slot is set again, so C never reads freed memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .raw import NULL, CData, ffi, lib
+
+TAIL = int(lib.LLAMA_CFFI_RUN_TAIL)
+"""Bytes of text a slot keeps to find a stop string across tokens."""
+MAX_STOP = int(lib.LLAMA_CFFI_RUN_MAX_STOP)
+"""Longest stop string (bytes) a run looks for; longer ones keep Python's step."""
+NO_BUDGET = 2**62
+"""A time budget (µs) that never ends a run."""
+
+
+class RunMemory:
+    """The C memory of runs over at most ``capacity`` slots of ``max_steps`` steps."""
+
+    __slots__ = ("capacity", "flag", "keep", "max_steps", "outs", "result", "slots")
+
+    def __init__(self, capacity: int, max_steps: int) -> None:
+        if capacity < 1 or max_steps < 1:
+            raise ValueError("a run needs at least one slot and one step")
+        self.capacity = capacity
+        self.max_steps = max_steps
+        self.slots = ffi.new("llama_cffi_run_slot[]", capacity)
+        self.outs = [ffi.new("llama_token[]", max_steps) for _ in range(capacity)]
+        for i, out in enumerate(self.outs):
+            self.slots[i].out = out
+        self.keep: list[tuple[object, ...]] = [()] * capacity
+        self.flag = ffi.new("int32_t *")
+        self.result = ffi.new("llama_cffi_run_result *")
+
+
+def set_slot(mem: RunMemory, i: int, where: tuple[int, int, int], limits: tuple[int, bool],
+             next_token: int, chain: CData, argmax: bool,
+             bias: tuple[np.ndarray, np.ndarray] | None, stops: Sequence[bytes],
+             tail: bytes) -> None:
+    """Fill slot ``i``: ``where`` (seq_id, tokens in its KV, tokens it may hold),
+    ``limits`` (tokens it may still generate or -1, whether end of generation
+    is ignored), the token to decode next, its chain (``argmax``: the chain
+    picks the arg-max after ``bias``, ids and values), its stop strings and
+    the last bytes of its text."""
+    s = mem.slots[i]
+    s.seq_id, s.n_past, s.n_limit = where
+    s.remaining, ignore_eos = limits
+    s.ignore_eos = int(ignore_eos)
+    s.next = next_token
+    s.chain = chain
+    s.argmax = int(argmax)
+    keep: list[object] = []
+    if bias is not None and argmax:
+        ids = np.ascontiguousarray(bias[0], dtype=np.int32)
+        values = np.ascontiguousarray(bias[1], dtype=np.float32)
+        s.bias_ids = ffi.cast("const int32_t *", ffi.from_buffer(ids))
+        s.bias_values = ffi.cast("const float *", ffi.from_buffer(values))
+        s.n_bias = len(ids)
+        keep += [ids, values]
+    else:
+        s.bias_ids = NULL
+        s.bias_values = NULL
+        s.n_bias = 0
+    if stops:
+        if any(not 0 < len(b) <= MAX_STOP for b in stops):
+            raise ValueError(f"stop strings for a run must be 1..{MAX_STOP} bytes")
+        data = ffi.new("char[]", b"".join(stops))
+        lens = ffi.new("int32_t[]", [len(b) for b in stops])
+        s.stops, s.stop_lens, s.n_stops = data, lens, len(stops)
+        keep += [data, lens]
+        tail = tail[-(MAX_STOP - 1):] if MAX_STOP > 1 else b""
+        ffi.memmove(s.tail, tail, len(tail))
+        s.n_tail = len(tail)
+    else:
+        s.stops, s.stop_lens, s.n_stops, s.n_tail = NULL, NULL, 0, 0
+    mem.keep[i] = tuple(keep)
+
+
+def run(mem: RunMemory, ctx: CData, batch: CData, n_slots: int, max_steps: int,
+        budget_us: int) -> tuple[int, int, int]:
+    """Run the first ``n_slots`` slots for at most ``max_steps`` steps on ``ctx``
+    with ``batch`` (a ``llama_batch *`` of at least ``n_slots`` token rows);
+    (llama_decode's code or 0, steps done, µs inside llama_decode)."""
+    if not 0 < n_slots <= mem.capacity:
+        raise ValueError(f"{n_slots} slots for a run over {mem.capacity}")
+    if not 0 < max_steps <= mem.max_steps:
+        raise ValueError(f"{max_steps} steps for a run of at most {mem.max_steps}")
+    res = mem.result
+    lib.llama_cffi_run(ctx, batch, mem.slots, n_slots, max_steps, mem.flag, budget_us, res)
+    return int(res.status), int(res.steps), int(res.t_decode_us)
+
+
+def tokens(mem: RunMemory, i: int) -> list[int]:
+    """The tokens slot ``i`` sampled in the last run."""
+    return ffi.unpack(mem.outs[i], int(mem.slots[i].n_out))  # type: ignore[no-any-return]
+
+
+def argmax(row: np.ndarray) -> int:
+    """llama.cpp's greedy choice over one row of float32 logits (the run's arg-max)."""
+    x = np.ascontiguousarray(row, dtype=np.float32)
+    return int(lib.llama_cffi_argmax(ffi.cast("const float *", ffi.from_buffer(x)), len(x)))

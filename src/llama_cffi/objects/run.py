@@ -1,0 +1,138 @@
+"""Generation runs: several decode-and-sample steps of the generating
+sequences of a context in one C call (``llama_cffi_run``, ``cdef/run.h``).
+
+Between two decodes a Python token loop runs its code with the caches the
+decode has just emptied: each step costs several times its warm price. A run
+keeps the loop in C while nothing needs Python between tokens: every step
+decodes the next token of each sequence in one batch, picks each sequence's
+token (the arg-max of its logits after its logit bias for a greedy chain,
+``llama_sampler_sample`` with its chain otherwise) and stops at the first
+sequence that reaches an end-of-generation token, its last allowed token, a
+possible stop string or the end of its context. The caller then hands the
+tokens to its usual per-token code, warm, in one go.
+
+What a run leaves to the caller: text, stop strings on the decoded text (the
+run only finds where one may be), logprobs and Python samplers or grammars
+(such chains cannot run: :meth:`GenerationRun.can_run`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from .._bindings import run as _run
+from .context_setup import sampled_snapshot
+
+if TYPE_CHECKING:
+    from .batch import Batch
+    from .chain import SamplerChain
+    from .context import Context
+
+__all__ = ["GenerationRun", "RunOutcome", "RunSlot"]
+
+MAX_STOP_BYTES = _run.MAX_STOP
+
+
+class RunSlot(NamedTuple):
+    """One sequence of a run."""
+
+    seq_id: int
+    n_past: int
+    """Tokens in the sequence's KV: the position of ``next_token``."""
+    n_limit: int
+    """Tokens the sequence may hold (the run ends before it would exceed them)."""
+    remaining: int
+    """Tokens it may still generate (-1: no limit)."""
+    ignore_eos: bool
+    next_token: int
+    """The sampled token to decode first."""
+    chain: SamplerChain
+    stops: tuple[bytes, ...] = ()
+    """Stop strings (UTF-8, at most :data:`MAX_STOP_BYTES` each)."""
+    tail: bytes = b""
+    """The end of the text generated so far (for a stop string across tokens)."""
+
+
+class RunOutcome(NamedTuple):
+    status: int
+    """llama_decode's code if a decode failed (that step changed nothing), else 0."""
+    steps: int
+    """Decodes done; each sequence sampled this many tokens."""
+    decode_seconds: float
+    """Time inside llama_decode."""
+    tokens: list[list[int]]
+    """Each sequence's sampled tokens, in the order of the slots given."""
+
+
+class GenerationRun:
+    """Runs over at most ``capacity`` sequences of at most ``max_steps`` steps.
+
+    Used by one thread at a time (the engine thread); :meth:`interrupt` may be
+    called from any thread: the run then ends after the decode in progress.
+    """
+
+    def __init__(self, capacity: int, max_steps: int) -> None:
+        self._mem = _run.RunMemory(capacity, max_steps)
+        self.max_steps = max_steps
+
+    @staticmethod
+    def can_run(chain: SamplerChain) -> bool:
+        """Whether a run can sample with ``chain``: it selects a token and has no
+        Python sampler or grammar (those need Python between tokens)."""
+        return chain._selects and not chain._stepwise() and not chain.closed
+
+    def interrupt(self) -> None:
+        """End the current run after its decode in progress (any thread)."""
+        self._mem.flag[0] = 1
+
+    def clear(self) -> None:
+        """Forget earlier interrupts (before looking at what could interrupt a run)."""
+        self._mem.flag[0] = 0
+
+    def run(self, ctx: Context, batch: Batch, slots: Sequence[RunSlot],
+            budget: float | None = None, steps: int | None = None) -> RunOutcome | None:
+        """Run ``slots`` on ``ctx`` using ``batch``'s memory, for at most
+        ``steps`` (default and most: ``max_steps``) steps or ``budget`` seconds
+        (checked between steps; the first step always runs).
+        None when these slots cannot run (more of them than the batch, the
+        context's micro-batch or this run hold, or an abort callback set on
+        the context, whose exceptions only a Python step can deliver)."""
+        n = len(slots)
+        if not 0 < n <= min(self._mem.capacity, batch.capacity, ctx.n_ubatch) \
+                or ctx._abort is not None:
+            return None
+        held: list[SamplerChain] = []
+        c = ctx._enter()
+        mem = batch._take()
+        try:
+            for i, s in enumerate(slots):
+                ch = s.chain
+                ch._guard.acquire()
+                held.append(ch)
+                if not self.can_run(ch):
+                    raise ValueError(f"{ch!r} cannot be used in a generation run")
+                _run.set_slot(self._mem, i, (s.seq_id, s.n_past, s.n_limit),
+                              (s.remaining, s.ignore_eos), s.next_token, ch.ptr, ch.is_argmax,
+                              _bias(ch), s.stops, s.tail)
+            ctx._sampled = None
+            budget_us = _run.NO_BUDGET if budget is None else max(0, int(budget * 1e6))
+            status, done, decode_us = _run.run(self._mem, c, mem.holder, n,
+                                               min(steps or self.max_steps, self.max_steps),
+                                               budget_us)
+            if done and ctx._samplers:  # outputs sampled inside the graph have no logits
+                ctx._sampled = sampled_snapshot(batch, n, ctx._samplers)
+            toks = [_run.tokens(self._mem, i) for i in range(n)]
+        finally:
+            for ch in held:
+                ch._guard.release()
+            batch._guard.release()
+            ctx._leave()
+        return RunOutcome(status, done, decode_us / 1e6, toks)
+
+
+def _bias(chain: SamplerChain) -> tuple[np.ndarray, np.ndarray] | None:
+    bias = chain._argmax_bias() if chain.is_argmax else None
+    return None if bias is None else (bias[0], bias[1])
