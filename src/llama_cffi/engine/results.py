@@ -3,7 +3,7 @@ and the engine's counters."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -93,9 +93,10 @@ class Completion:
     content: str | None = None
 
 
-@dataclass
+@dataclass(init=False)
 class EngineMetrics:
-    """Counters since the engine started (the server's ``/metrics``)."""
+    """Counters since the engine started (the server's ``/metrics``); each
+    starts at zero and only the engine thread changes them."""
 
     requests_total: int = 0
     requests_failed: int = 0
@@ -113,3 +114,7 @@ class EngineMetrics:
     kv_cells_used: int = 0
     last_time_to_first_token: float = 0.0
     last_tokens_per_second: float = 0.0
+
+    def __init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, f.default)
