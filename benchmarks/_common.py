@@ -84,6 +84,7 @@ class TimedDecode:
         self._modules = (context, run)
         self._lib = context.lib
         self.inside = 0.0
+        self.run_sampling = 0.0  # of the time outside, choosing tokens inside runs in C
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._lib, name)
@@ -97,6 +98,7 @@ class TimedDecode:
     def llama_cffi_run(self, *args: object) -> None:
         self._lib.llama_cffi_run(*args)
         self.inside += args[-1].t_decode_us / 1e6  # type: ignore[attr-defined]
+        self.run_sampling += args[-1].t_sample_us / 1e6  # type: ignore[attr-defined]
 
     def __enter__(self) -> "TimedDecode":
         for m in self._modules:

@@ -58,8 +58,9 @@ def batched_bench(model_path: str) -> dict[int, float]:
 
 
 def engine_tg(llm: lc.LLM, k: int, rng: random.Random,
-              backend: bool = False) -> tuple[float, float]:
-    """(aggregate generation tokens/s, binding ms per token per slot) for k requests
+              backend: bool = False) -> tuple[float, float, float]:
+    """(aggregate generation tokens/s, binding ms per token per slot, of which
+    ms choosing tokens inside generation runs in C) for k requests
     (``backend``: sampled inside the graph, llama.cpp's --backend-sampling)."""
     prompts = [random_tokens(llm.model, N_PROMPT, rng) for _ in range(k)]
     firsts: list[float] = []
@@ -69,14 +70,14 @@ def engine_tg(llm: lc.LLM, k: int, rng: random.Random,
                               add_special=False, backend_sampling=backend) for p in prompts]
         done = [h.result() for h in handles]
         t_end = time.perf_counter()
-        inside = timer.inside
+        inside, sampling = timer.inside, timer.run_sampling
     for c in done:
         firsts.append(t0 + c.timings.time_to_first_token)
     window = t_end - max(firsts)
     tokens = sum(len(c.tokens) for c in done) - k  # the first ones came with the prompt
     wall = t_end - t0
-    binding_ms = (wall - inside) / (sum(len(c.tokens) for c in done)) * 1e3
-    return tokens / window, binding_ms
+    n = sum(len(c.tokens) for c in done)
+    return tokens / window, (wall - inside) / n * 1e3, sampling / n * 1e3
 
 
 def ttft_shared_prefix(llm: lc.LLM, share: bool) -> tuple[float, float]:
@@ -166,29 +167,31 @@ def throughput(path: str) -> None:
     tg_ref = llama_bench(Path(path), n_prompt=0, n_gen=N_GEN, threads=THREADS, reps=3)
     rng = random.Random(0)
     print("| requests | engine t/s | llama-batched-bench S_TG t/s | ratio | "
-          "binding ms/token | per-step Python: t/s, ratio, binding ms/token |")
+          "binding ms/token (of which choosing tokens in C) | "
+          "per-step Python: t/s, ratio, binding ms/token |")
     print("|---|---|---|---|---|---|")
     with lc.LLM(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_batch=2048,
                 n_ubatch=512) as llm:
         engine_tg(llm, 1, rng)  # warm-up
         for k in COUNTS:
-            tps, binding = engine_tg(llm, k, rng)
+            tps, binding, choosing = engine_tg(llm, k, rng)
             llm.engine.run_steps = 0  # the same requests without generation runs in C
             try:
-                tps0, binding0 = engine_tg(llm, k, rng)
+                tps0, binding0, _ = engine_tg(llm, k, rng)
             finally:
                 llm.engine.run_steps = RUN_STEPS
             ref = theirs.get(k, float("nan"))
-            print(f"| {k} | {tps:.1f} | {ref:.1f} | {tps / ref:.3f} | {binding:.3f} | "
+            print(f"| {k} | {tps:.1f} | {ref:.1f} | {tps / ref:.3f} | {binding:.3f} "
+                  f"({choosing:.3f}) | "
                   f"{tps0:.1f}, {tps0 / ref:.3f}, {binding0:.3f} |")
-        one, _ = engine_tg(llm, 1, rng)
+        one, _, _ = engine_tg(llm, 1, rng)
         print(f"\n1 request vs llama-bench tg{N_GEN}: {one:.1f} / {tg_ref:.1f} t/s "
               f"(ratio {one / tg_ref:.3f})\n")
         print("| requests, greedy in the graph (backend_sampling) | engine t/s | ratio to "
               "S_TG | binding ms/token |")
         print("|---|---|---|---|")
         for k in (1, 8):
-            tps, binding = engine_tg(llm, k, rng, backend=True)
+            tps, binding, _ = engine_tg(llm, k, rng, backend=True)
             ref = theirs.get(k, float("nan"))
             print(f"| {k} | {tps:.1f} | {tps / ref:.3f} | {binding:.3f} |")
         print()

@@ -12,6 +12,9 @@
  * when the time budget is spent. A decode error ends it with llama_decode's
  * code; the step that failed has changed nothing in the slots. */
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,14 +50,25 @@ typedef struct llama_cffi_run_result {
     int32_t status;         /* llama_decode's code when a decode failed, else 0 */
     int32_t steps;          /* decodes done (tokens added to each slot) */
     int64_t t_decode_us;    /* time inside llama_decode */
+    int64_t t_sample_us;    /* time choosing the tokens (llama.cpp's "sampling time") */
 } llama_cffi_run_result;
 
 /* llama.cpp's greedy rule: the first index of the largest logit, where NaN
  * never wins and a NaN at index 0 keeps index 0 (greedy compares x[i] >
- * x[selected] starting from 0). */
-static int32_t llama_cffi_argmax_scalar(const float * x, int32_t n, int32_t start, int32_t best) {
-    for (int32_t i = start; i < n; i++) {
-        if (x[i] > x[best]) {
+ * x[selected] starting from 0).
+ *
+ * A row is cut into chunks; each chunk gives the first index of its largest
+ * value that is not NaN (-1: only NaN), and the row's answer is the first
+ * chunk answer with the largest value. With OpenMP the chunks of all the
+ * step's rows are shared among the context's threads: right after a decode
+ * the logits (1 MiB a row for a 262k vocabulary) come from memory, and one
+ * core alone cannot read them at the speed two can. */
+#define LLAMA_CFFI_ARGMAX_CHUNK 32768
+
+static int32_t llama_cffi_chunk_scalar(const float * x, int32_t n) {
+    int32_t best = -1;
+    for (int32_t i = 0; i < n; i++) {
+        if (!isnan(x[i]) && (best < 0 || x[i] > x[best])) {
             best = i;
         }
     }
@@ -65,11 +79,12 @@ static int32_t llama_cffi_argmax_scalar(const float * x, int32_t n, int32_t star
 #include <immintrin.h>
 #define LLAMA_CFFI_HAVE_AVX2_ARGMAX 1
 __attribute__((target("avx2")))
-static int32_t llama_cffi_argmax_avx2(const float * x, int32_t n) {
-    /* two passes, both bound by memory: the largest value (max_ps keeps the
-     * accumulator when the loaded value is NaN, so NaN never enters; four
-     * accumulators hide its latency), then the first index holding it */
-    __m256 m0 = _mm256_set1_ps(x[0]), m1 = m0, m2 = m0, m3 = m0;
+static int32_t llama_cffi_chunk_avx2(const float * x, int32_t n) {
+    /* two passes over a chunk that stays in the core's cache: the largest
+     * value (max_ps keeps the accumulator when the loaded value is NaN, so NaN
+     * never enters; four accumulators hide its latency), then the first
+     * index holding it (none when every value is NaN) */
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
     int32_t i = 0;
     for (; i + 32 <= n; i += 32) {
         m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
@@ -100,27 +115,76 @@ static int32_t llama_cffi_argmax_avx2(const float * x, int32_t n) {
             return j;
         }
     }
-    return 0;  /* not reached: top is one of the values */
+    return -1;  /* only NaN */
 }
 #endif
 
-static int32_t llama_cffi_argmax(const float * x, int32_t n) {
-    if (n <= 0 || isnan(x[0])) {
-        return 0;
-    }
+static int32_t llama_cffi_chunk(const float * x, int32_t n) {
 #ifdef LLAMA_CFFI_HAVE_AVX2_ARGMAX
     if (n >= 64 && __builtin_cpu_supports("avx2")) {
-        return llama_cffi_argmax_avx2(x, n);
+        return llama_cffi_chunk_avx2(x, n);
     }
 #endif
-    return llama_cffi_argmax_scalar(x, n, 1, 0);
+    return llama_cffi_chunk_scalar(x, n);
 }
 
-/* The arg-max after the logit bias: only computed on a copy when the bias can
- * change the choice (it raises a token, or lowers the plain arg-max). */
+/* out[r]: the greedy choice of rows[r] (n_vocab floats each); n_threads > 1
+ * shares the chunks among that many OpenMP threads. At most 64 chunks are
+ * looked at in one go (rows are taken in groups), so nothing is allocated. */
+static void llama_cffi_argmax_rows(const float * const * rows, int32_t n_rows, int32_t n_vocab,
+                                   int32_t n_threads, int32_t * out) {
+    if (n_vocab <= 0) {
+        for (int32_t r = 0; r < n_rows; r++) {
+            out[r] = 0;
+        }
+        return;
+    }
+    int32_t chunk = LLAMA_CFFI_ARGMAX_CHUNK;
+    if ((n_vocab + chunk - 1) / chunk > 64) {
+        chunk = (n_vocab + 63) / 64;
+    }
+    const int32_t per_row = (n_vocab + chunk - 1) / chunk;
+    const int32_t group = 64 / per_row;
+    int32_t best[64];
+    for (int32_t r0 = 0; r0 < n_rows; r0 += group) {
+        const int32_t n = n_rows - r0 < group ? n_rows - r0 : group;
+        const int32_t units = n * per_row;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(n_threads) schedule(static) \
+            if (n_threads > 1 && units > 1)
+#endif
+        for (int32_t u = 0; u < units; u++) {
+            const int32_t start = (u % per_row) * chunk;
+            const int32_t len = n_vocab - start < chunk ? n_vocab - start : chunk;
+            const int32_t k = llama_cffi_chunk(rows[r0 + u / per_row] + start, len);
+            best[u] = k < 0 ? -1 : start + k;
+        }
+        for (int32_t r = 0; r < n; r++) {
+            const float * x = rows[r0 + r];
+            int32_t sel = -1;
+            for (int32_t c = 0; c < per_row; c++) {
+                const int32_t k = best[r * per_row + c];
+                if (k >= 0 && (sel < 0 || x[k] > x[sel])) {
+                    sel = k;
+                }
+            }
+            out[r0 + r] = (sel < 0 || isnan(x[0])) ? 0 : sel;
+        }
+    }
+    (void) n_threads;
+}
+
+static int32_t llama_cffi_argmax(const float * x, int32_t n) {
+    int32_t out = 0;
+    llama_cffi_argmax_rows(&x, 1, n, 1, &out);
+    return out;
+}
+
+/* The arg-max ``tok`` after the slot's logit bias: computed again on a copy
+ * only when the bias can change the choice (it raises a token, or lowers
+ * ``tok``). */
 static int32_t llama_cffi_argmax_biased(const float * x, int32_t n, const llama_cffi_run_slot * s,
-                                        float * scratch) {
-    int32_t tok = llama_cffi_argmax(x, n);
+                                        int32_t tok, float * scratch) {
     if (s->n_bias == 0) {
         return tok;
     }
@@ -177,20 +241,32 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
     const struct llama_vocab * vocab = llama_model_get_vocab(llama_get_model(ctx));
     const int32_t n_vocab = llama_vocab_n_tokens(vocab);
     const int64_t t_start = ggml_time_us();
+    const int32_t n_threads = llama_n_threads(ctx);
     float * scratch = NULL;
+    const float ** rows = (const float **) malloc((size_t) n_slots * sizeof(float *));
+    int32_t * picked = (int32_t *) malloc((size_t) n_slots * sizeof(int32_t));
     res->status = 0;
     res->steps = 0;
     res->t_decode_us = 0;
+    res->t_sample_us = 0;
     for (int32_t i = 0; i < n_slots; i++) {
         slots[i].n_out = 0;
         slots[i].why = 0;
         if (slots[i].n_bias > 0 && scratch == NULL) {
             scratch = (float *) malloc((size_t) n_vocab * sizeof(float));
             if (scratch == NULL) {
-                res->status = -3;  /* out of memory: Python takes the step */
-                return;
+                res->status = -3;
             }
         }
+    }
+    if (rows == NULL || picked == NULL) {
+        res->status = -3;
+    }
+    if (res->status != 0) {  /* out of memory: Python takes the step */
+        free(scratch);
+        free(rows);
+        free(picked);
+        return;
     }
     for (int32_t step = 0; step < max_steps; step++) {
         if (step > 0 && (*interrupt || ggml_time_us() - t_start >= budget_us)) {
@@ -222,12 +298,21 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
             break;
         }
         res->steps++;
-        int32_t stop_run = 0;
+        const int64_t t1 = ggml_time_us();
+        int32_t n_rows = 0;
         for (int32_t i = 0; i < n_slots; i++) {
+            if (slots[i].argmax) {
+                rows[n_rows++] = llama_get_logits_ith(ctx, i);
+            }
+        }
+        llama_cffi_argmax_rows(rows, n_rows, n_vocab, n_threads, picked);
+        int32_t stop_run = 0;
+        for (int32_t i = 0, r = 0; i < n_slots; i++) {
             llama_cffi_run_slot * s = &slots[i];
             llama_token tok;
             if (s->argmax) {
-                tok = llama_cffi_argmax_biased(llama_get_logits_ith(ctx, i), n_vocab, s, scratch);
+                tok = llama_cffi_argmax_biased(rows[r], n_vocab, s, picked[r], scratch);
+                r++;
                 llama_sampler_accept(s->chain, tok);
             } else {
                 tok = llama_sampler_sample(s->chain, ctx, i);
@@ -245,9 +330,12 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
             }
             stop_run |= s->why != 0;
         }
+        res->t_sample_us += ggml_time_us() - t1;
         if (stop_run) {
             break;
         }
     }
     free(scratch);
+    free(rows);
+    free(picked);
 }

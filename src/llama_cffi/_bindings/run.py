@@ -87,17 +87,18 @@ def set_slot(mem: RunMemory, i: int, where: tuple[int, int, int], limits: tuple[
 
 
 def run(mem: RunMemory, ctx: CData, batch: CData, n_slots: int, max_steps: int,
-        budget_us: int) -> tuple[int, int, int]:
+        budget_us: int) -> tuple[int, int, int, int]:
     """Run the first ``n_slots`` slots for at most ``max_steps`` steps on ``ctx``
     with ``batch`` (a ``llama_batch *`` of at least ``n_slots`` token rows);
-    (llama_decode's code or 0, steps done, µs inside llama_decode)."""
+    (llama_decode's code or 0, steps done, µs inside llama_decode, µs choosing
+    and checking the tokens)."""
     if not 0 < n_slots <= mem.capacity:
         raise ValueError(f"{n_slots} slots for a run over {mem.capacity}")
     if not 0 < max_steps <= mem.max_steps:
         raise ValueError(f"{max_steps} steps for a run of at most {mem.max_steps}")
     res = mem.result
     lib.llama_cffi_run(ctx, batch, mem.slots, n_slots, max_steps, mem.flag, budget_us, res)
-    return int(res.status), int(res.steps), int(res.t_decode_us)
+    return int(res.status), int(res.steps), int(res.t_decode_us), int(res.t_sample_us)
 
 
 def tokens(mem: RunMemory, i: int) -> list[int]:

@@ -63,6 +63,9 @@ class RunOutcome(NamedTuple):
     """Decodes done; each sequence sampled this many tokens."""
     decode_seconds: float
     """Time inside llama_decode."""
+    sample_seconds: float
+    """Time choosing the tokens and checking them for an end (llama.cpp's
+    sampling time)."""
     tokens: list[list[int]]
     """Each sequence's sampled tokens, in the order of the slots given."""
 
@@ -119,7 +122,7 @@ class GenerationRun:
                               _bias(ch), s.stops, s.tail)
             ctx._sampled = None
             budget_us = _run.NO_BUDGET if budget is None else max(0, int(budget * 1e6))
-            status, done, decode_us = _run.run(self._mem, c, mem.holder, n,
+            status, done, decode_us, sample_us = _run.run(self._mem, c, mem.holder, n,
                                                min(steps or self.max_steps, self.max_steps),
                                                budget_us)
             if done and ctx._samplers:  # outputs sampled inside the graph have no logits
@@ -130,7 +133,7 @@ class GenerationRun:
                 ch._guard.release()
             batch._guard.release()
             ctx._leave()
-        return RunOutcome(status, done, decode_us / 1e6, toks)
+        return RunOutcome(status, done, decode_us / 1e6, sample_us / 1e6, toks)
 
 
 def _bias(chain: SamplerChain) -> tuple[np.ndarray, np.ndarray] | None:
