@@ -146,13 +146,13 @@ def test_streams_and_logprobs_keep_the_per_token_path(llm4: lc.LLM) -> None:
 def test_a_waiting_request_and_a_cancel_interrupt_a_run(llm4: lc.LLM) -> None:
     engine = llm4.engine
     wakes = []
-    real = engine._run.interrupt  # type: ignore[union-attr]
+    real = engine._run.interrupt
 
     def counting() -> None:
         wakes.append(threading.get_ident())
         real()
 
-    engine._run.interrupt = counting  # type: ignore[union-attr, method-assign]
+    engine._run.interrupt = counting  # type: ignore[method-assign]
     try:
         long = llm4.submit(PROMPTS[0], max_tokens=5000, temperature=0, ignore_eos=True)
         assert len(wakes) == 1  # submitting interrupts whatever run is going on
@@ -167,7 +167,7 @@ def test_a_waiting_request_and_a_cancel_interrupt_a_run(llm4: lc.LLM) -> None:
         done = long.result(timeout=60)
         assert done.finish_reason == "cancelled" and len(done.tokens) < 5000
     finally:
-        engine._run.interrupt = real  # type: ignore[union-attr, method-assign]
+        engine._run.interrupt = real  # type: ignore[method-assign]
 
 
 # -- the run itself (objects layer) --------------------------------------------------------

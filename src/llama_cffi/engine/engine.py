@@ -115,7 +115,7 @@ class Engine:
         self._batch = Batch(max(ctx.n_batch, 1))
         self.run_steps = RUN_STEPS
         """Most steps run in C at a time (:mod:`.runs`); 0: one Python step per token."""
-        self._run: GenerationRun | None = GenerationRun(len(self.slots), RUN_STEPS)
+        self._run = GenerationRun(len(self.slots), RUN_STEPS)
         self._split_kv = ctx.n_seq_max > 1 and ctx.n_ctx_seq < ctx.n_ctx
         self.prompt_cache: state_cache.PromptStateCache | None = None
         """Earlier requests' states to restore (:mod:`.state_cache`); set on the engine thread."""
@@ -160,7 +160,7 @@ class Engine:
                 f"the prompt has {len(toks)} tokens but a slot holds {self.ctx.n_ctx_seq}; "
                 "use a larger n_ctx, fewer slots, a shorter prompt, or context_shift=True")
         chain = sampler if sampler is not None else self.make_chain(sampling)
-        handle = RequestHandle(self._interrupt)
+        handle = RequestHandle(self._run.interrupt)  # not the engine: a handle may outlive it
         req = Request(toks, sampling, chain, handle,
                       has_grammar=sampling.grammar is not None or sampling.json_schema is not None,
                       context_shift=context_shift, cancel=cancel,
@@ -224,8 +224,7 @@ class Engine:
 
     def _interrupt(self) -> None:
         """End a generation run in C after its decode in progress (any thread)."""
-        if self._run is not None:
-            self._run.interrupt()
+        self._run.interrupt()
 
     def _refusal(self) -> BaseException | None:
         if self.broken is not None:

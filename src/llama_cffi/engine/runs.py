@@ -37,20 +37,24 @@ def try_run(engine: Engine) -> bool:
     """Run the generating slots in C; False when this step must be Python's
     (nothing was decoded then)."""
     run = engine._run
-    if run is None or engine.run_steps < 1:
+    if engine.run_steps < 1:
         return False
     run.clear()  # before looking: whatever arrives from now on interrupts the run
     if engine._pending or engine._calls or engine.proposer is not None:
         return False
     busy = [s for s in engine.slots if s.req is not None]
     specs = [_spec(engine, s) for s in busy]
-    if not specs or any(sp is None for sp in specs):
-        return False
+    if not specs or any(sp is None for sp in specs) \
+            or len({id(sp.chain) for sp in specs if sp is not None}) < len(specs):
+        return False  # (one chain given to two requests: the step raises for one of them)
     budget = _budget(busy)
     if budget is not None and budget <= 0:
         return False
-    outcome = run.run(engine.ctx, engine._batch, specs, budget,  # type: ignore[arg-type]
-                      engine.run_steps)
+    try:
+        outcome = run.run(engine.ctx, engine._batch, specs, budget,  # type: ignore[arg-type]
+                          engine.run_steps)
+    except Exception:  # noqa: BLE001 - raised before C ran: the step meets the error itself
+        return False
     if outcome is None or outcome.steps == 0:
         return False
     engine.metrics.decode_calls += outcome.steps
