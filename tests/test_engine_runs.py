@@ -232,3 +232,43 @@ def test_the_c_arg_max_follows_llama_cpp_greedy_rule() -> None:
                 x[:] = 0.0
                 x[rng.integers(0, n, n // 2)] = -0.0  # -0 and +0 tie
             assert c_argmax(x) == greedy(x), (n, kind)
+
+
+class Nothing(lc.PythonSampler):
+    def apply(self, candidates: lc.Candidates) -> None:
+        pass
+
+
+def test_a_run_refuses_what_only_a_python_step_can_do(smollm2_path: Path) -> None:
+    with lc.Model(smollm2_path) as model:
+        tokens = model.vocab.tokenize("The capital of France is")
+        n = len(tokens)
+        with model.context(n_ctx=256, n_threads=2, n_seq_max=2) as ctx, lc.Batch(64) as batch:
+            ctx.eval_tokens(tokens, 0)
+            gr = GenerationRun(2, 8)
+
+            def slot(chain: lc.SamplerChain, seq_id: int = 0) -> RunSlot:
+                return RunSlot(seq_id, n, ctx.n_ctx_seq, -1, True, tokens[-1], chain)
+
+            # a chain with a Python sampler (it needs the interpreter every token)
+            py = lc.SamplerChain([Nothing(), lc.sampling.greedy()])
+            assert not GenerationRun.can_run(py)
+            with pytest.raises(ValueError, match="cannot be used"):
+                gr.run(ctx, batch, [slot(py)])
+            py.close()
+            assert not GenerationRun.can_run(py)  # closed
+            # a sequence sampled in the graph by another chain has no logits to read
+            attached = lc.SamplerChain([lc.sampling.greedy()])
+            assert attached.attach(ctx, 1)
+            with lc.SamplerChain([lc.sampling.greedy()]) as cpu:
+                assert gr.run(ctx, batch, [slot(cpu, 1)]) is None
+                assert gr.run(ctx, batch, [slot(attached, 0)]) is None  # not its sequence
+            attached.detach()
+            assert gr.run(ctx, batch, [slot(attached, 1)]) is None  # detached: cannot sample
+            attached.close()
+        # an abort callback's exception can only reach the caller from a Python step
+        with model.context(n_ctx=256, n_threads=2, abort_callback=lambda: False) as ctx, \
+                lc.Batch(64) as batch, lc.SamplerChain([lc.sampling.greedy()]) as cpu:
+            ctx.eval_tokens(tokens, 0)
+            assert GenerationRun(1, 8).run(ctx, batch, [RunSlot(0, n, ctx.n_ctx_seq, -1, True,
+                                                                tokens[-1], cpu)]) is None

@@ -102,10 +102,19 @@ class GenerationRun:
         (checked between steps; the first step always runs).
         None when these slots cannot run (more of them than the batch, the
         context's micro-batch or this run hold, or an abort callback set on
-        the context, whose exceptions only a Python step can deliver)."""
+        the context, whose exceptions only a Python step can deliver, or a
+        sequence sampled inside the graph by another chain than its slot's)."""
         n = len(slots)
         if not 0 < n <= min(self._mem.capacity, batch.capacity, ctx.n_ubatch) \
                 or ctx._abort is not None:
+            return None
+        # a sequence sampled inside the graph has no logits: only its own chain
+        # (which llama_sampler_sample lets take the graph's token) may sample it
+        if any(ctx._samplers.get(s.seq_id) not in (None, s.chain) for s in slots):
+            return None
+        # ... and a chain attached for that is used only there (a detached one
+        # cannot sample at all: its sample() raises)
+        if any(s.chain._backend not in (None, (ctx, s.seq_id)) for s in slots):
             return None
         held: list[SamplerChain] = []
         c = ctx._enter()
