@@ -170,6 +170,22 @@ def test_a_waiting_request_and_a_cancel_interrupt_a_run(llm4: lc.LLM) -> None:
         engine._run.interrupt = real  # type: ignore[method-assign]
 
 
+def test_closing_the_llm_during_a_run_cancels_its_request(smollm2_path: Path) -> None:
+    llm = lc.LLM(smollm2_path, n_ctx=4096, n_threads=2)
+    try:
+        handle = llm.submit(PROMPTS[0], max_tokens=3000, temperature=0, ignore_eos=True)
+        deadline = time.monotonic() + 60
+        while llm.metrics.run_decode_calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert llm.metrics.run_decode_calls > 0
+    finally:
+        llm.close()
+    done = handle.result(timeout=60)
+    assert done.finish_reason == "cancelled" and 0 < len(done.tokens) < 3000
+    with pytest.raises(lc.EngineDeadError):
+        llm.engine.submit([1, 2, 3], lc.SamplingParams())
+
+
 # -- the run itself (objects layer) --------------------------------------------------------
 
 

@@ -149,6 +149,9 @@ class Engine:
         EngineDeadError when the engine has failed or was closed, and
         ContextFullError when the prompt cannot fit a slot.
         """
+        error = self._refusal()  # (checked again under the lock below)
+        if error is not None:  # before the checks below, which need the open context
+            raise error
         if media is not None and context_shift:
             raise ValueError("context_shift cannot be used with media in the prompt")
         toks = (media.check(tokens, self.vocab) if media is not None
