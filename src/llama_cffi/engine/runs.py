@@ -105,6 +105,24 @@ def _budget(busy: list[Slot]) -> float | None:
 def _take(engine: Engine, slot: Slot, tokens: list[int]) -> None:
     """Hand the slot the tokens a run sampled for it, as the per-step path does."""
     is_eog = engine.facts.is_eog
+    req = slot.req
+    assert req is not None
+    if not req.sampling.stop:  # nothing to find in the text: take the tokens at once
+        decoded = slot.next_token
+        assert decoded is not None
+        try:
+            n, finish = slot.accept_run(tokens, is_eog)
+        except BaseException as exc:  # noqa: BLE001 - ends this request only
+            engine._finish(slot, "error", exc)
+            return
+        slot.cache.append(decoded)
+        slot.cache += tokens[:n - 1]
+        slot.timings.target_passes += n
+        if finish is not None:
+            if n < len(tokens):  # the run decoded past the end: drop those tokens
+                engine.ctx.seq_rm(slot.seq_id, len(slot.cache), -1)
+            engine._finish(slot, finish)
+        return
     for i, tok in enumerate(tokens):
         assert slot.next_token is not None
         slot.cache.append(slot.next_token)  # decoded by the run

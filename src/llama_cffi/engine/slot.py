@@ -138,6 +138,34 @@ class Slot:
         self.next_token = token
         return None
 
+    def accept_run(self, tokens: Sequence[int], is_eog: Callable[[int], bool]) -> tuple[int,
+                                                                                    str | None]:
+        """:meth:`accept` for each of a generation run's ``tokens``, for a request
+        with no stop strings, logprobs or stopping criterion, handing its new
+        text to the caller once (a run serves no reader of pieces).
+        (tokens taken, finish reason or None)."""
+        req = self.req
+        assert req is not None and self.t_first is not None
+        sp = req.sampling
+        out, add, limit = self.out, self._stream.add, sp.max_tokens
+        pieces: list[str] = []
+        finish: str | None = None
+        n = 0
+        for tok in tokens:
+            n += 1
+            if is_eog(tok) and not sp.ignore_eos:
+                finish = "grammar" if req.has_grammar else "stop"
+                break
+            out.append(tok)
+            pieces.append(add(tok))
+            if 0 <= limit <= len(out):
+                finish = "length"
+                break
+            self.next_token = tok
+        self.text += "".join(pieces)
+        self._emit(len(self.text))
+        return n, finish
+
     def _emit(self, upto: int, req: Request | None = None) -> None:
         req = req or self.req
         if upto > self.emitted and req is not None:
