@@ -288,3 +288,20 @@ def test_a_run_refuses_what_only_a_python_step_can_do(smollm2_path: Path) -> Non
             ctx.eval_tokens(tokens, 0)
             assert GenerationRun(1, 8).run(ctx, batch, [RunSlot(0, n, ctx.n_ctx_seq, -1, True,
                                                                 tokens[-1], cpu)]) is None
+
+
+def test_a_bias_for_a_larger_vocabulary_never_reaches_c(smollm2_path: Path,
+                                                       gemma3_path: Path) -> None:
+    # a greedy chain built for Gemma 3 (262k tokens) biases a token SmolLM2
+    # (49k) does not have: C would add it past the end of the logits
+    with lc.Model(gemma3_path) as gemma, lc.Model(smollm2_path) as small:
+        tokens = small.vocab.tokenize("Hello")
+        with small.context(n_ctx=128, n_threads=2) as ctx, lc.Batch(8) as batch, \
+                lc.SamplerChain.from_params(gemma, temperature=0,
+                                            logit_bias={200_000: 5.0}) as chain:
+            assert chain.is_argmax
+            ctx.eval_tokens(tokens, 0)
+            with pytest.raises(ValueError, match="token ids in 0..49151"):
+                GenerationRun(1, 4).run(ctx, batch, [RunSlot(0, len(tokens), ctx.n_ctx_seq, -1,
+                                                             True, tokens[-1], chain)])
+            ctx.eval_tokens([tokens[-1]], len(tokens))  # the context is still usable

@@ -46,12 +46,13 @@ class RunMemory:
 def set_slot(mem: RunMemory, i: int, where: tuple[int, int, int], limits: tuple[int, bool],
              next_token: int, chain: CData, argmax: bool,
              bias: tuple[np.ndarray, np.ndarray] | None, stops: Sequence[bytes],
-             tail: bytes) -> None:
+             tail: bytes, n_vocab: int) -> None:
     """Fill slot ``i``: ``where`` (seq_id, tokens in its KV, tokens it may hold),
     ``limits`` (tokens it may still generate or -1, whether end of generation
     is ignored), the token to decode next, its chain (``argmax``: the chain
-    picks the arg-max after ``bias``, ids and values), its stop strings and
-    the last bytes of its text."""
+    picks the arg-max after ``bias``, ids and values, each id below the
+    context's ``n_vocab``: C adds the values to a copy of the logits), its
+    stop strings and the last bytes of its text."""
     s = mem.slots[i]
     s.seq_id, s.n_past, s.n_limit = where
     s.remaining, ignore_eos = limits
@@ -63,6 +64,10 @@ def set_slot(mem: RunMemory, i: int, where: tuple[int, int, int], limits: tuple[
     if bias is not None and argmax:
         ids = np.ascontiguousarray(bias[0], dtype=np.int32)
         values = np.ascontiguousarray(bias[1], dtype=np.float32)
+        if len(ids) != len(values) or (len(ids) and not 0 <= int(ids.min()) <= int(ids.max())
+                                       < n_vocab):
+            raise ValueError(f"a logit bias for a run needs token ids in 0..{n_vocab - 1}, "
+                             "one value each")
         s.bias_ids = ffi.cast("const int32_t *", ffi.from_buffer(ids))
         s.bias_values = ffi.cast("const float *", ffi.from_buffer(values))
         s.n_bias = len(ids)

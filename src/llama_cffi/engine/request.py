@@ -138,7 +138,10 @@ class RequestHandle:
     def pieces(self, timeout: float | None = None) -> Generator[str, None, None]:
         """Text pieces as they are generated; closing the generator early
         cancels the request."""
-        self._stream_now()
+        self._stream_now()  # now, not at the first next(): no run in C meanwhile
+        return self._pieces(timeout)
+
+    def _pieces(self, timeout: float | None) -> Generator[str, None, None]:
         try:
             while True:
                 kind, value = self._next_event(timeout)
@@ -177,9 +180,12 @@ class RequestHandle:
             raise LlamaError("the request ended without a result")
         return self.completion
 
-    async def apieces(self) -> AsyncIterator[str]:
+    def apieces(self) -> AsyncIterator[str]:
         """The pieces as an async iterator; cancelling the task cancels the request."""
-        self._stream_now()
+        self._stream_now()  # now, not at the first anext(): no run in C meanwhile
+        return self._apieces()
+
+    async def _apieces(self) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         with self._cv:

@@ -57,6 +57,8 @@ class RunSlot(NamedTuple):
 
 
 class RunOutcome(NamedTuple):
+    """What a run did."""
+
     status: int
     """llama_decode's code if a decode failed (that step changed nothing), else 0."""
     steps: int
@@ -117,8 +119,13 @@ class GenerationRun:
         if any(s.chain._backend not in (None, (ctx, s.seq_id)) for s in slots):
             return None
         held: list[SamplerChain] = []
+        n_vocab = ctx.vocab.n_tokens
         c = ctx._enter()
-        mem = batch._take()
+        try:
+            mem = batch._take()
+        except BaseException:
+            ctx._leave()
+            raise
         try:
             for i, s in enumerate(slots):
                 ch = s.chain
@@ -128,7 +135,7 @@ class GenerationRun:
                     raise ValueError(f"{ch!r} cannot be used in a generation run")
                 _run.set_slot(self._mem, i, (s.seq_id, s.n_past, s.n_limit),
                               (s.remaining, s.ignore_eos), s.next_token, ch.ptr, ch.is_argmax,
-                              _bias(ch), s.stops, s.tail)
+                              _bias(ch), s.stops, s.tail, n_vocab)
             ctx._sampled = None
             budget_us = _run.NO_BUDGET if budget is None else max(0, int(budget * 1e6))
             status, done, decode_us, sample_us = _run.run(self._mem, c, mem.holder, n,
