@@ -60,8 +60,9 @@ def forget_prefixes(engine: lc.Engine) -> None:
         slot.cache = []
 
 
-def both_ways(llm: lc.LLM, requests: list[dict[str, Any]]) -> None:
-    """Run ``requests`` at once with runs and without; assert the same outcome."""
+def both_ways(llm: lc.LLM, requests: list[dict[str, Any]]) -> list[lc.Completion]:
+    """Run ``requests`` at once with runs and without; assert the same outcome
+    (returned)."""
     results = {}
     for steps in (0, 64):
         llm.engine.call(lambda: forget_prefixes(llm.engine))  # both ways evaluate the prompts
@@ -88,6 +89,7 @@ def both_ways(llm: lc.LLM, requests: list[dict[str, Any]]) -> None:
         assert b.stop_string == a.stop_string
         assert b.usage.completion_tokens == a.usage.completion_tokens
     assert fast_calls == plain_calls, "the runs decoded past where the requests ended"
+    return fast
 
 
 def test_greedy_requests_of_different_lengths(llm4: lc.LLM) -> None:
@@ -103,8 +105,9 @@ def test_seeded_sampling_with_penalties(llm4: lc.LLM) -> None:
 
 def test_stop_strings_across_tokens(llm4: lc.LLM) -> None:
     # a space-led word, a newline pair and a two-word stop: each may span tokens
-    both_ways(llm4, [dict(prompt=p, max_tokens=80, temperature=0, stop=[" the", "\n\n", "is a"])
-                     for p in PROMPTS])
+    done = both_ways(llm4, [dict(prompt=p, max_tokens=80, temperature=0,
+                                 stop=[" the", "\n\n", "is a"]) for p in PROMPTS])
+    assert sum(d.stop_string is not None for d in done) >= 2  # the stops were met
 
 
 def test_ignore_eos_and_logit_bias(llm4: lc.LLM) -> None:
@@ -154,11 +157,13 @@ def test_a_waiting_request_and_a_cancel_interrupt_a_run(llm4: lc.LLM) -> None:
 
     engine._run.interrupt = counting  # type: ignore[method-assign]
     try:
+        before = engine.metrics.run_decode_calls
         long = llm4.submit(PROMPTS[0], max_tokens=5000, temperature=0, ignore_eos=True)
         assert len(wakes) == 1  # submitting interrupts whatever run is going on
         deadline = time.monotonic() + 60
-        while engine.metrics.run_decode_calls == 0 and time.monotonic() < deadline:
+        while engine.metrics.run_decode_calls == before and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert engine.metrics.run_decode_calls > before  # the long request is in runs
         short = llm4.complete(PROMPTS[1], max_tokens=4, temperature=0)
         assert len(wakes) == 2 and short.usage.completion_tokens == 4
         assert not long.done  # the short request did not wait for the long one
