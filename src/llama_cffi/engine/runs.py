@@ -2,9 +2,11 @@
 
 When every busy slot is generating and none of them needs Python between two
 tokens, the engine thread runs up to :attr:`Engine.run_steps` steps in one C
-call and then hands each slot its tokens one by one, as its per-step code
-would have: text, stop strings, max tokens and end of generation are decided
-by the same :meth:`Slot.accept`, so the output is the same token for token.
+call and then hands each slot its tokens, as its per-step code would have:
+text, stop strings, max tokens and end of generation are decided by the
+same :meth:`Slot.accept` (or, for a request without stop strings,
+:meth:`Slot.accept_run`, its loop over all of them), so the output is the
+same token for token.
 
 A slot keeps the per-step path while its request streams its pieces (each
 piece is handed out as soon as it is decoded), asks for logprobs or a
