@@ -162,51 +162,33 @@ def argmax_rows(ptr: CData, rows: Sequence[int], chains: Sequence[CData],
     row's logit bias (ids, values, whether a value is positive, the ids as a
     set), accepted by ``chains[r]`` (llama.cpp's logit-bias -> greedy chain).
 
-    llama.cpp keeps the outputs' logits one after another: when the rows'
-    logits are neighbours (the engine's generating slots), one numpy arg-max
-    reads them all in place. A bias is applied to a copy of the row, and only
-    when it can change the choice (it raises a token, or lowers the arg-max).
+    The logits are read in place by the C arg-max the engine's generation runs
+    use (``llama_cffi_argmax_rows``, ``cdef/run.h``: llama.cpp's greedy rule,
+    the rows' chunks shared among the context's threads). A bias is applied
+    to a copy of the row, and only when it can change the choice (it raises a
+    token, or lowers the arg-max).
     """
-    ptrs = []
-    for r in rows:
+    k = len(rows)
+    if k == 0:
+        return []
+    ptrs = ffi.new("const float *[]", k)
+    for i, r in enumerate(rows):
         p = lib.llama_get_logits_ith(ptr, r)
         if p == NULL:
             raise LlamaError(f"no logits for output {r}: decode a batch with that output first")
-        ptrs.append(p)
-    k = len(ptrs)
-    if k == 0:
-        return []
-    if all(ptrs[i] == ptrs[0] + i * n_vocab for i in range(1, k)):  # read in place
-        table = np.frombuffer(ffi.buffer(ptrs[0], k * n_vocab * 4),
-                              dtype=np.float32).reshape(k, n_vocab)
-    else:  # rows apart (a prompt's last token among them): gathered, a copy
-        table = np.stack([np.frombuffer(ffi.buffer(p, n_vocab * 4), dtype=np.float32)
-                          for p in ptrs])
-    top = table.argmax(axis=1)
-    nan = np.isnan(table[np.arange(k), top]).tolist()
-    out: list[int] = top.tolist()
+        ptrs[i] = p
+    picked = ffi.new("int32_t[]", k)
+    lib.llama_cffi_argmax_rows(ptrs, k, n_vocab, lib.llama_n_threads(ptr), picked)
+    out: list[int] = list(picked)
     for i in range(k):
-        if nan[i]:
-            out[i] = _greedy(table[i])
         bias = biases[i]
         if bias is not None and (bias[2] or out[i] in bias[3]):
-            x = table[i].copy()
-            x[bias[0]] += bias[1]
-            out[i] = _greedy(x)
+            x = np.frombuffer(ffi.buffer(ptrs[i], n_vocab * 4), dtype=np.float32).copy()
+            x[bias[0]] += bias[1]  # ids outside the row raise IndexError here
+            out[i] = int(lib.llama_cffi_argmax(ffi.cast("const float *", ffi.from_buffer(x)),
+                                               n_vocab))
         lib.llama_sampler_accept(chains[i], out[i])
     return out
-
-
-def _greedy(x: np.ndarray) -> int:
-    """llama.cpp's greedy choice in row ``x``: the first of equal maxima, where
-    NaN never compares greater (numpy's arg-max stops at the first NaN; a NaN
-    at index 0 keeps index 0)."""
-    best = int(x.argmax())
-    if x[best] == x[best]:
-        return best
-    if x[0] != x[0]:
-        return 0
-    return int(np.nanargmax(x))
 
 
 # -- backend sampling (llama.cpp's --backend-sampling) ------------------------------

@@ -16,8 +16,6 @@ import numpy as np
 
 from .raw import NULL, CData, ffi, lib
 
-TAIL = int(lib.LLAMA_CFFI_RUN_TAIL)
-"""Bytes of text a slot keeps to find a stop string across tokens."""
 MAX_STOP = int(lib.LLAMA_CFFI_RUN_MAX_STOP)
 """Longest stop string (bytes) a run looks for; longer ones keep Python's step."""
 NO_BUDGET = 2**62

@@ -502,7 +502,7 @@ class Engine:
     def _sample_argmax(self) -> dict[int, int]:
         """{seq_id: token} for the slots whose chain picks the arg-max (greedy)
         and whose only output is this step's token, sampled in one call
-        (:func:`sample_argmax`, one numpy arg-max). Empty when there is no such slot,
+        (:func:`sample_argmax`, one C arg-max call). Empty when there is no such slot,
         or when the call fails: each slot then samples alone and meets its own
         error (an arg-max chain has no state a second sample could disturb)."""
         slots = [s for s in self.slots if s.req is not None and len(s.rows) == 1

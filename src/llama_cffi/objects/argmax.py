@@ -45,7 +45,7 @@ class Bias(NamedTuple):
 def sample_argmax(ctx: Context, chains: Sequence[SamplerChain], rows: Sequence[int]) -> list[int]:
     """``[chain.sample(ctx, row) for chain, row in zip(chains, rows)]`` for chains
     that are :attr:`~SamplerChain.is_argmax` (ValueError otherwise), holding the
-    context once and reading all their logits with one numpy arg-max: the
+    context once and reading all their logits with one C arg-max call: the
     engine's step samples every greedy slot at once."""
     if len(chains) != len(rows):
         raise ValueError(f"{len(chains)} chains for {len(rows)} rows")
