@@ -8,7 +8,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from starlette.requests import Request
@@ -80,6 +80,15 @@ def completion_logprobs(c: Completion, offset: int) -> dict[str, Any] | None:
             "text_offset": offsets}
 
 
+class ChatRun(NamedTuple):
+    """A chat request submitted: the model held until ``stack`` closes, its requests."""
+
+    stack: contextlib.AsyncExitStack
+    lm: LoadedModel
+    handles: list[RequestHandle]
+    plan: chat_tools.ChatPlan
+
+
 class OpenAIRoutes:
     """The handlers, bound to the server's state."""
 
@@ -101,8 +110,9 @@ class OpenAIRoutes:
 
     # -- chat ------------------------------------------------------------------------------
 
-    async def chat(self, request: Request) -> Response:
-        body = ChatRequest.parse(await json_body(request))
+    async def start_chat(self, body: ChatRequest) -> ChatRun:
+        """Check ``body``, hold its model and submit its ``n`` requests; the caller
+        closes ``run.stack`` once the answer is done (the Responses API runs here too)."""
         messages = check_messages(body.messages)
         schema = response_schema(body.response_format)
         tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
@@ -139,6 +149,11 @@ class OpenAIRoutes:
         except BaseException as exc:
             await stack.aclose()
             raise from_exception(exc) from exc
+        return ChatRun(stack, lm, handles, plan)
+
+    async def chat(self, request: Request) -> Response:
+        body = ChatRequest.parse(await json_body(request))
+        stack, lm, handles, plan = await self.start_chat(body)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         name = body.model or lm.entry.name
