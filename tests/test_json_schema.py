@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import uuid
 from typing import Any
@@ -482,6 +483,47 @@ def test_forms_llama_cpp_accepts_are_accepted_and_exact(name: str, schema: dict[
         assert matches(smollm2, grammar, json.dumps(doc)), doc
     for doc in bad:
         assert not matches(smollm2, grammar, json.dumps(doc)), doc
+
+
+# llama.cpp's converter reads one schema given as prefixItems like items (its cases "string
+# array", "nullable string array", "array with empty items and prefixItems"): items wins
+SINGLE_PREFIX_ITEMS: list[tuple[str, dict[str, Any], list[Any], list[Any]]] = [
+    ("string-array", {"type": "array", "prefixItems": {"type": "string"}},
+     [[], ["a"], ["a", "b", "c"]], [[1], ["a", 1], {}, None]),
+    ("nullable-string-array", {"type": ["array", "null"], "prefixItems": {"type": "string"}},
+     [None, [], ["a", "b"]], [[1], "a"]),
+    ("empty-items-and-prefixItems", {"type": "array", "items": {},
+                                     "prefixItems": {"type": "string"}},
+     [[], ["a"], [1, "a", None, {"k": [2]}]], [{}, "a", None]),
+    ("no-type", {"prefixItems": {"type": "integer"}, "maxItems": 2}, [[], [1], [1, 2]],
+     [[1, 2, 3], ["a"]]),
+]
+
+
+@pytest.mark.parametrize("name, schema, good, bad", SINGLE_PREFIX_ITEMS,
+                         ids=[f[0] for f in SINGLE_PREFIX_ITEMS])
+def test_prefix_items_as_one_schema_is_read_like_items(name: str, schema: dict[str, Any],
+                                                        good: list[Any], bad: list[Any],
+                                                        smollm2: lc.Model,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="llama_cffi"):
+        grammar = lc.Grammar.from_json_schema(schema)
+    assert "prefixItems as one schema, not a list, is non-standard" in caplog.text
+    # the same grammar as the standard form llama.cpp reads it as
+    standard = {"items": schema["prefixItems"],
+                **{k: v for k, v in schema.items() if k != "prefixItems"}}
+    assert to_gbnf(schema) == to_gbnf(standard)
+    for doc in good:
+        jsonschema.Draft202012Validator(standard).validate(doc)  # the cases themselves are right
+        assert matches(smollm2, grammar, json.dumps(doc)), doc
+    for doc in bad:
+        assert not matches(smollm2, grammar, json.dumps(doc)), doc
+
+
+def test_prefix_items_neither_list_nor_schema_is_refused() -> None:
+    with pytest.raises(lc.SchemaError, match="prefixItems must be a list of schemas "
+                                             r"\(or one schema\), not int"):
+        to_gbnf({"type": "array", "prefixItems": 3})
 
 
 def test_allof_enums_without_common_value_is_refused() -> None:

@@ -10,7 +10,8 @@ reference for which features matter). Supported:
   exceeds it), ``minProperties`` up to the number of required keys;
 * arrays: ``items``, ``prefixItems`` (tuples; also ``items`` as a list,
   with ``additionalItems``; items after the tuple from ``items``),
-  ``minItems``, ``maxItems``;
+  ``minItems``, ``maxItems``; one schema as ``prefixItems`` is read like
+  ``items`` (ignored beside ``items``) as llama.cpp does, with a logged note;
 * strings: ``minLength``, ``maxLength``, ``pattern`` (a regex subset:
   literals, ``.``, classes, groups, ``|``, ``* + ? {m,n}``,
   ``\\d \\w \\s \\D \\W \\S``, ``\\xHH \\uHHHH``; an end without its ``^``/``$``
@@ -39,6 +40,7 @@ producing output that does not validate.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Callable
 from urllib.parse import unquote
@@ -56,6 +58,8 @@ from .json_schema_gbnf import (
 from .json_schema_options import PropOrder, _check_flag, _common_values, _prop_ranks
 
 __all__ = ["PropOrder", "WHITESPACE", "to_gbnf"]
+
+log = logging.getLogger("llama_cffi")
 
 # Keywords that only describe or annotate: ignored.
 _ANNOTATIONS = {
@@ -336,12 +340,18 @@ class _Converter:
     def arr(self, schema: dict[str, Any], hint: str) -> str:
         self.prim("space")
         prefix = schema.get("prefixItems")
+        if isinstance(prefix, (dict, bool)):  # one schema: llama.cpp reads it like items
+            log.warning("%s: prefixItems as one schema, not a list, is non-standard: read "
+                        "like items (ignored beside items), as llama.cpp does", hint)
+            schema = {"items": prefix, **{k: v for k, v in schema.items() if k != "prefixItems"}}
+            prefix = None
         extra = schema.get("items", schema.get("additionalItems") if prefix is None else None)
         if isinstance(schema.get("items"), list):  # draft 4-7 tuples: items is a list
             prefix, extra = schema["items"], schema.get("additionalItems")
         if prefix is not None:
             if not isinstance(prefix, list):
-                raise SchemaError(f"{hint}: prefixItems must be a list of schemas")
+                raise SchemaError(f"{hint}: prefixItems must be a list of schemas "
+                                  f"(or one schema), not {type(prefix).__name__}")
             items = [self.visit(s, f"{hint}-{i}") for i, s in enumerate(prefix)]
             lo, hi = _count_range(schema, "minItems", "maxItems", hint)
             n = len(items)
