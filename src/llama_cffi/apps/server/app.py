@@ -18,11 +18,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import ServerConfig
-from .errors import ApiError, from_exception
+from .errors import ApiError, from_exception, is_disconnect
 from .llama_api import LlamaRoutes
 from .manager import Loader, ModelManager, load_entry
 from .ollama_api import OllamaRoutes
 from .openai_api import OpenAIRoutes
+from .responses_api import ResponsesRoutes
 from .state import ServerState
 
 log = logging.getLogger("llama_cffi.server")
@@ -40,8 +41,63 @@ async def _send_error(send: Send, error: ApiError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class Counting:
+    """The outermost layer: counts the answers clients were sent (by method,
+    route and status) and the clients that went away before their answer was
+    complete; answers an exception no inner layer turned into a response (a
+    bug: logged with its traceback) with a 500 that is counted as well."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        route = _route_label(scope["path"])
+        sent = [0]  # the status of the answer's first line, once it has gone out
+        complete = [False]
+        gone = [False]  # the client disconnected before the answer was complete
+
+        async def watched_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not complete[0]:
+                gone[0] = True
+            return message
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not gone[0]:
+                sent[0] = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                complete[0] = True
+            await send(message)
+
+        try:
+            await self.app(scope, watched_receive, counting_send)
+        except Exception as exc:
+            if gone[0] or is_disconnect(exc):
+                gone[0] = True
+            elif sent[0]:  # the answer has begun: it cannot become an error answer now
+                log.error("%s %s failed after its answer began", method, scope["path"],
+                          exc_info=exc)
+                raise
+            else:
+                error = from_exception(exc)  # a bug: logged with its traceback
+                await _send_error(counting_send, error)
+        finally:
+            if sent[0]:
+                self.state.http_requests[(method, route, sent[0])] += 1
+            if gone[0]:
+                phase = "response" if sent[0] else "request"
+                self.state.http_disconnects[(method, route, phase)] += 1
+                log.info("%s %s: the client disconnected before the %s was complete", method,
+                         scope["path"], phase)
+
+
 class Guard:
-    """API key check (constant-time), body size limit, and HTTP answer counts."""
+    """API key check (constant-time) and body size limit."""
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
@@ -54,24 +110,11 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        method: str = scope["method"]
-        status_box = [0]
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_box[0] = int(message["status"])
-            await send(message)
-
-        try:
-            error = self._refusal(scope, path, method)
-            if error is not None:
-                await _send_error(counting_send, error)
-                return
-            await self.app(scope, self._limited(receive), counting_send)
-        finally:
-            route = _route_label(path)
-            self.state.http_requests[(method, route, status_box[0])] += 1
+        error = self._refusal(scope, scope["path"], scope["method"])
+        if error is not None:
+            await _send_error(send, error)
+            return
+        await self.app(scope, self._limited(receive), send)
 
     def _refusal(self, scope: Scope, path: str, method: str) -> ApiError | None:
         headers = dict(scope["headers"])
@@ -118,11 +161,14 @@ def _route_label(path: str) -> str:
     """A bounded label for /metrics (no per-model or unknown paths)."""
     if path.startswith("/v1/models/"):
         return "/v1/models/{model}"
+    if path.startswith(("/v1/responses/", "/responses/")):
+        return "/v1/responses/{id}"
     known = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
              "/chat/completions", "/completions", "/embeddings", "/models", "/health",
              "/v1/health", "/tokenize", "/detokenize", "/apply-template", "/props", "/slots",
              "/metrics", "/models/unload", "/api/tags", "/api/ps", "/api/show", "/api/chat",
-             "/api/generate", "/api/embed", "/api/embeddings", "/api/version")
+             "/api/generate", "/api/embed", "/api/embeddings", "/api/version",
+             "/v1/responses", "/responses")
     return path if path in known else "other"
 
 
@@ -155,14 +201,15 @@ def create_app(config: ServerConfig, *, loader: Loader = load_entry) -> Starlett
         finally:
             await manager.stop()
 
-    routes = [*OpenAIRoutes(state).routes(), *LlamaRoutes(state).routes(),
-              *OllamaRoutes(state).routes()]
+    routes = [*OpenAIRoutes(state).routes(), *ResponsesRoutes(state).routes(),
+              *LlamaRoutes(state).routes(), *OllamaRoutes(state).routes()]
     middleware = [Middleware(Guard, state=state)]
-    if config.cors_origins:
+    if config.cors_origins:  # inside the counting, outside the key check (its 401s get CORS)
         middleware.insert(0, Middleware(
             CORSMiddleware, allow_origins=list(config.cors_origins),
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Api-Key"]))
+    middleware.insert(0, Middleware(Counting, state=state))
     handlers: dict[Any, Any] = {ApiError: _api_error, HTTPException: _http_error,
                                 Exception: _api_error}
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .errors import bad_request, from_exception, json_body
+from .errors import bad_request, from_exception, parse_body
 from .metrics import render_metrics
 from .schemas import (DetokenizeRequest, TemplateRequest, TokenizeRequest, _Body,
                       check_messages)
@@ -38,43 +40,51 @@ class LlamaRoutes:
         return JSONResponse({"status": "ok"})
 
     async def tokenize(self, request: Request) -> Response:
-        body = TokenizeRequest.parse(await json_body(request))
+        body = await parse_body(request, TokenizeRequest.parse)
         async with self.state.manager.use(body.model) as lm:
             vocab = lm.llm.vocab
-            try:
-                tokens = vocab.tokenize(body.content, add_special=body.add_special,
-                                        parse_special=True)
-            except BaseException as exc:
-                raise from_exception(exc, "content") from exc
-            if not body.with_pieces:
-                return JSONResponse({"tokens": tokens})
-            pieces = []
-            for t in tokens:
-                raw = vocab.token_to_piece(t, special=True)
+
+            def answer() -> bytes:  # in a worker thread: a long text takes a while
                 try:
-                    piece: Any = raw.decode("utf-8")
-                except UnicodeDecodeError:  # a partial character: its bytes, as llama-server
-                    piece = list(raw)
-                pieces.append({"id": t, "piece": piece})
-            return JSONResponse({"tokens": pieces})
+                    tokens = vocab.tokenize(body.content, add_special=body.add_special,
+                                            parse_special=True)
+                except Exception as exc:
+                    raise from_exception(exc, "content") from exc
+                if not body.with_pieces:
+                    return _json_text({"tokens": tokens}).encode()
+                # each distinct token converted (and written as JSON) once, the answer
+                # joined from those: no object per token for a text of millions
+                pieces: dict[int, str] = {}
+                for t in set(tokens):
+                    raw = vocab.token_to_piece(t, special=True)
+                    try:
+                        piece: Any = raw.decode("utf-8")
+                    except UnicodeDecodeError:  # a partial character: its bytes, as llama-server
+                        piece = list(raw)
+                    pieces[t] = _json_text({"id": t, "piece": piece})
+                return ('{"tokens":[' + ",".join([pieces[t] for t in tokens]) + "]}").encode()
+
+            data = await anyio.to_thread.run_sync(answer)
+        return Response(data, media_type="application/json")
 
     async def detokenize(self, request: Request) -> Response:
-        body = DetokenizeRequest.parse(await json_body(request))
+        body = await parse_body(request, DetokenizeRequest.parse)
         async with self.state.manager.use(body.model) as lm:
             try:
-                text = lm.llm.vocab.detokenize(body.tokens)
-            except BaseException as exc:
+                text = await anyio.to_thread.run_sync(lm.llm.vocab.detokenize, body.tokens)
+            except Exception as exc:
                 raise from_exception(exc, "tokens") from exc
         return JSONResponse({"content": text})
 
     async def apply_template(self, request: Request) -> Response:
-        body = TemplateRequest.parse(await json_body(request))
+        body = await parse_body(request, TemplateRequest.parse)
         messages = check_messages(body.messages)
         tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
         async with self.state.manager.use(body.model) as lm:
             try:
-                prompt = lm.llm.apply_chat_template(messages, tools=tools)
-            except BaseException as exc:
+                prompt = await anyio.to_thread.run_sync(
+                    lambda: lm.llm.apply_chat_template(messages, tools=tools))
+            except Exception as exc:
                 raise from_exception(exc, "messages") from exc
         return JSONResponse({"prompt": prompt})
 
@@ -112,11 +122,16 @@ class LlamaRoutes:
         return Response(data, media_type=content_type)
 
     async def unload(self, request: Request) -> Response:
-        body = _Body.parse(await json_body(request))
+        body = await parse_body(request, _Body.parse)
         if not body.model:
             raise bad_request("model is required", "model")
         unloaded = await self.state.manager.unload(body.model)
         return JSONResponse({"model": body.model, "unloaded": unloaded})
+
+
+def _json_text(obj: Any) -> str:
+    """``obj`` as JSONResponse writes it."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _jsonable(value: Any) -> Any:

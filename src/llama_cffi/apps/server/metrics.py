@@ -4,7 +4,8 @@ llama-server's metric names (``llamacpp:prompt_tokens_total``,
 ``llamacpp:tokens_predicted_total``, ``llamacpp:requests_processing`` ...)
 are kept, with a ``model`` label since one server holds several models;
 counters of a model survive its unloading. Model loading and unloading, and
-HTTP answers, are counted under ``llama_cffi_*`` names.
+HTTP answers (those whose status line was sent) and clients that disconnected
+before their answer was complete, are counted under ``llama_cffi_*`` names.
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ class _ServerCollector(Collector):
         for (method, route, status), n in sorted(self.state.http_requests.items()):
             http.add_metric([method, route, str(status)], n)
         yield http
+        gone = CounterMetricFamily("llama_cffi_http_disconnects", "Clients that disconnected "
+                                   "before their answer was complete (phase: request = before "
+                                   "the status line, response = during the body)",
+                                   labels=["method", "route", "phase"])
+        for (method, route, phase), n in sorted(self.state.http_disconnects.items()):
+            gone.add_metric([method, route, phase], n)
+        yield gone
 
 
 def render_metrics(state: ServerState) -> tuple[bytes, str]:

@@ -24,7 +24,10 @@ class ServerState:
         self.info = system_info()
         self.fingerprint = f"llama-cffi-{__version__}-{self.info.llama_commit[:10]}"
         self.http_requests = Counter[tuple[str, str, int]]()
-        """(method, route, status) -> count."""
+        """(method, route, status) -> answers whose status line was sent."""
+        self.http_disconnects = Counter[tuple[str, str, str]]()
+        """(method, route, phase) -> clients gone before their answer was complete
+        (phase ``request``: before its status line, ``response``: during its body)."""
         self.bad_requests = Counter[str]()
         """4xx answers by route."""
 
