@@ -344,7 +344,8 @@ class LLM:
             over and closes it at the end. Stopping (``max_tokens``, ``stop``,
             ``ignore_eos``, ``logprobs``) still comes from ``sampling``.
         echo: the output starts with the prompt (OpenAI's ``echo``): the first
-            piece, and the start of ``Completion.text``.
+            piece, and the start of ``Completion.text``; with ``logprobs`` the
+            prompt's tokens get theirs too (``Completion.prompt_logprobs``).
         suffix: fill in the middle: ``prompt`` is the text before the gap,
             ``suffix`` the text after it; the prompt is built with the model's
             FIM tokens as llama-server's ``/infill`` does (ValueError if the
@@ -356,9 +357,9 @@ class LLM:
             request (``"stop"``) without that token.
         media: images/audio (paths, bytes, arrays, Bitmaps) for a text prompt
             holding ``llm.projector.marker`` once per medium (needs ``mmproj``).
-        ``max_tokens=None`` generates until end of generation or a full context;
-        ``ignore_eos=True`` bans the end-of-generation tokens (llama.cpp's
-        ``--ignore-eos``).
+        ``max_tokens=None`` generates until end of generation or a full context,
+        ``max_tokens=0`` nothing (finish_reason ``"length"``); ``ignore_eos=True``
+        bans the end-of-generation tokens (llama.cpp's ``--ignore-eos``).
         """
         sp = _proc.ban_eog(self.sampling_for(sampling, **overrides), self.vocab)
         prefill = _mm.prefill_for(self, prompt, media, add_special) if media else None
@@ -382,6 +383,7 @@ class LLM:
             return self.engine.submit(
                 tokens, sp, cancel=cancel, timeout=timeout, context_shift=context_shift,
                 sampler=sampler, echo=_prompts.echo_text(self.vocab, prompt) if echo else "",
+                prompt_logprobs=sp.logprobs if echo else None,
                 stopping=_proc.stopping_check(stops) if stops else None, media=prefill)
         except BaseException:
             if made is not None:

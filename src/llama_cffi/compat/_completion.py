@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from ..engine.results import Completion, TokenLogprob
+from ..api.completion_logprobs import openai_logprobs
+from ..engine.results import Completion
 from ..objects.grammar import Grammar
 from .llama_grammar import LlamaGrammar
 
@@ -108,32 +109,18 @@ def _chunk(cid: str, created: int, model: str, text: str, logprobs: Any,
                          "finish_reason": finish}]}
 
 
-def completion_logprobs(entries: Sequence[TokenLogprob], prompt_pieces: Sequence[str],
-                        start_offset: int) -> dict[str, Any]:
-    """OpenAI's completion ``logprobs``: ``tokens``, ``text_offset``,
-    ``token_logprobs``, ``top_logprobs``. Echoed prompt tokens come first with
-    null log-probabilities (the engine computes them for generated tokens only)."""
-    tokens: list[str] = []
-    offsets: list[int] = []
-    values: list[float | None] = []
-    tops: list[dict[str, float] | None] = []
-    offset = start_offset
-    for piece in prompt_pieces:
-        tokens.append(piece)
-        offsets.append(offset)
-        values.append(None)
-        tops.append(None)
-        offset += len(piece)
-    for e in entries:
-        tokens.append(e.text)
-        offsets.append(offset)
-        values.append(e.logprob)
-        top = {text: lp for _, text, lp in e.top}
-        top[e.text] = e.logprob
-        tops.append(top)
-        offset += len(e.text)
-    return {"tokens": tokens, "text_offset": offsets, "token_logprobs": values,
-            "top_logprobs": tops}
+def completion_logprobs(llama: Llama, c: Completion, start: int) -> dict[str, Any]:
+    """OpenAI's completion ``logprobs`` as llama-cpp-python gives them: with
+    echo the prompt's tokens first (a leading BOS left out, the first listed
+    token null; the others' log-probabilities computed from the prompt's
+    logits), then the generated ones; each ``top_logprobs`` holds the chosen
+    token too. ``start``: the generated tokens' first ``text_offset`` without
+    echo (the prompt's length)."""
+    out = openai_logprobs(c, llama._piece, offset=None if c.prompt_logprobs is not None
+                          else start, skip_bos=llama._model.vocab.bos, with_chosen=True)
+    if out is None:  # no logprobs were asked for (the caller checks first)
+        out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    return out
 
 
 def create_completion(llama: Llama, prompt: str | bytes | Sequence[int], suffix: str | None,
@@ -165,8 +152,6 @@ def create_completion(llama: Llama, prompt: str | bytes | Sequence[int], suffix:
         handle = llm.submit(prompt_tokens if not isinstance(prompt, str) else prompt, **kw)
     cid, created = _ids()
     model = o.model if o.model is not None else llama.model_path
-    echo_pieces = [llama._piece(t) for t in prompt_tokens if t != llm.vocab.bos] \
-        if o.echo and o.logprobs is not None else []
     start = 0 if o.echo else len(prompt_text)
 
     def finish(c: Completion) -> None:
@@ -175,11 +160,10 @@ def create_completion(llama: Llama, prompt: str | bytes | Sequence[int], suffix:
             llama._save_cache(prompt_tokens + list(c.tokens))
 
     if o.stream:
-        return _stream(handle, cid, created, model, echo_pieces, start, finish)
+        return _stream(llama, handle, cid, created, model, start, finish)
     c = handle.result()
     finish(c)
-    logprobs = completion_logprobs(c.logprobs or [], echo_pieces, start) \
-        if o.logprobs is not None else None
+    logprobs = completion_logprobs(llama, c, start) if o.logprobs is not None else None
     out = _chunk(cid, created, model, c.text, logprobs, FINISH.get(c.finish_reason, "stop"))
     out["usage"] = {"prompt_tokens": c.usage.prompt_tokens,
                     "completion_tokens": c.usage.completion_tokens,
@@ -187,9 +171,8 @@ def create_completion(llama: Llama, prompt: str | bytes | Sequence[int], suffix:
     return out
 
 
-def _stream(handle: RequestHandle, cid: str, created: int, model: str,
-            echo_pieces: list[str], start: int,
-            finish: Callable[[Completion], None]) -> Iterator[dict[str, Any]]:
+def _stream(llama: Llama, handle: RequestHandle, cid: str, created: int, model: str,
+            start: int, finish: Callable[[Completion], None]) -> Iterator[dict[str, Any]]:
     """Chunks as the engine produces pieces (the echoed prompt first); the last
     one (empty text) carries finish_reason and, when asked for, the
     log-probabilities of the whole reply. Closing the iterator early cancels
@@ -199,8 +182,7 @@ def _stream(handle: RequestHandle, cid: str, created: int, model: str,
             yield _chunk(cid, created, model, piece, None, None)
         c = handle.result()
         finish(c)
-        logprobs = completion_logprobs(c.logprobs, echo_pieces, start) \
-            if c.logprobs is not None else None
+        logprobs = completion_logprobs(llama, c, start) if c.logprobs is not None else None
         yield _chunk(cid, created, model, "", logprobs, FINISH.get(c.finish_reason, "stop"))
     finally:
         if not handle.done:

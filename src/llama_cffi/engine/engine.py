@@ -53,11 +53,12 @@ from ..objects.chain import SamplerChain
 from ..objects.context import Context
 from ..objects.params import SamplingParams
 from ..objects.run import GenerationRun
-from . import runs, state_cache
+from . import prompt_logprobs as prompt_lp, runs, state_cache
 from .generation import TokenFacts
 from .media import MediaPrefill, prefill_media
 from .request import _DONE, _ERROR, Cancel, Request, RequestHandle
-from .results import Completion, EngineMetrics, Timings, Usage
+from .request import cancelled_completion as _cancelled_completion
+from .results import EngineMetrics
 from .slot import Slot, common_prefix
 
 _T = TypeVar("_T")
@@ -127,7 +128,7 @@ class Engine:
 
     def submit(self, tokens: Sequence[int], sampling: SamplingParams, *,
                cancel: Cancel | None = None, timeout: float | None = None,
-               context_shift: bool = False,
+               context_shift: bool = False, prompt_logprobs: int | None = None,
                sampler: SamplerChain | None = None, echo: str = "",
                stopping: Callable[[list[int], Any], bool] | None = None,
                media: MediaPrefill | None = None) -> RequestHandle:
@@ -135,6 +136,7 @@ class Engine:
 
         echo: text to put before the output (the first piece, and the start
             of ``Completion.text``).
+        prompt_logprobs: N: also the prompt tokens' log-probabilities (:mod:`.prompt_logprobs`).
         stopping: called after each sampled token with the tokens so far
             (prompt and output, without the new one) and the new token's
             logits; True ends the request (``"stop"``) without that token.
@@ -158,6 +160,7 @@ class Engine:
                 else [self.vocab.check_token(t) for t in tokens])
         if not toks:
             raise ValueError("the prompt is empty")
+        prompt_lp.check(prompt_logprobs, len(toks), self.ctx.n_ctx_seq, media is not None)
         if len(toks) >= self.ctx.n_ctx_seq and not context_shift:
             raise ContextFullError(
                 f"the prompt has {len(toks)} tokens but a slot holds {self.ctx.n_ctx_seq}; "
@@ -166,7 +169,7 @@ class Engine:
         handle = RequestHandle(self._run.interrupt)  # not the engine: a handle may outlive it
         req = Request(toks, sampling, chain, handle,
                       has_grammar=sampling.grammar is not None or sampling.json_schema is not None,
-                      context_shift=context_shift, cancel=cancel,
+                      context_shift=context_shift, cancel=cancel, prompt_logprobs=prompt_logprobs,
                       deadline=None if timeout is None else time.monotonic() + timeout,
                       echo=echo, stopping=stopping, media=media)
         with self._cv:
@@ -305,6 +308,7 @@ class Engine:
         finally:
             self.metrics.decode_seconds += time.perf_counter() - t0
         self.metrics.decode_calls += 1
+        prompt_lp.collect(self)  # before sampling, which may end a request
         sampled = self._sample_argmax()
         for slot in self.slots:
             if slot.req is not None and slot.rows:
@@ -363,7 +367,7 @@ class Engine:
         ctx, tokens = self.ctx, req.tokens
         if len(tokens) >= ctx.n_ctx_seq:  # context_shift asked: keep the start and the end
             tokens[:] = tokens[:4] + tokens[-(ctx.n_ctx_seq // 2):]
-        limit = len(tokens) - 1  # the last prompt token is always evaluated (its logits)
+        limit = len(tokens) - 1 if req.prompt_logprobs is None else 0  # last one: its logits
         own = min(common_prefix(slot.cache, tokens), limit) if self._reusable(slot) else 0
         donor, best = None, own
         for other in (self.slots if self.share_prefix else ()):
@@ -371,7 +375,8 @@ class Engine:
                 n = min(common_prefix(other.cache, tokens), limit)
                 if n > best and self._reusable(other):
                     donor, best = other, n
-        if self.prompt_cache is not None and state_cache.restore(self, slot, tokens, best):
+        if self.prompt_cache is not None and limit and \
+                state_cache.restore(self, slot, tokens, best):
             donor, own = None, min(common_prefix(slot.cache, tokens), limit)
         if donor is not None:
             self._copy_prefix(donor, slot, best)
@@ -476,7 +481,7 @@ class Engine:
             toks += chunk
             poss += range(start, start + k)
             seqs += [slot.seq_id] * k
-            outs += [False] * k
+            outs += slot.prompt_outputs(len(toks) - k, start, k)  # logits: prompt_logprobs
             if start + k == len(req.tokens):  # the last prompt token: its logits
                 outs[-1] = True
                 slot.rows.append(len(toks) - 1)
@@ -592,8 +597,3 @@ class Engine:
         m = self.metrics
         m.requests_running = sum(1 for s in self.slots if s.busy)
         m.kv_cells_used = sum(len(s.cache) for s in self.slots)
-
-
-def _cancelled_completion(req: Request) -> Completion:
-    return Completion(text="", tokens=[], finish_reason="cancelled",
-                      usage=Usage(prompt_tokens=len(req.tokens)), timings=Timings())

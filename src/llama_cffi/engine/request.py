@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import LlamaError
 from ..objects.params import SamplingParams
-from .results import Completion
+from .results import Completion, Timings, Usage
 
 if TYPE_CHECKING:
     from .media import MediaPrefill
@@ -261,6 +261,9 @@ class Request:
     # before that token (llama-cpp-python's stopping_criteria); called on the engine thread
     stopping: Callable[[list[int], np.ndarray], bool] | None = None
     media: MediaPrefill | None = None  # images/audio evaluated when the prefill reaches them
+    # the prompt tokens' log-probabilities with this many alternatives each
+    # (engine/prompt_logprobs.py): every prompt position is evaluated with its logits
+    prompt_logprobs: int | None = None
 
     def should_stop(self) -> bool:
         if self.handle.cancelled:
@@ -269,3 +272,9 @@ class Request:
         if c is not None and (c.is_set() if isinstance(c, threading.Event) else c()):
             return True
         return self.deadline is not None and time.monotonic() > self.deadline
+
+
+def cancelled_completion(req: Request) -> Completion:
+    """The Completion of a request cancelled before it reached a slot."""
+    return Completion(text="", tokens=[], finish_reason="cancelled",
+                      usage=Usage(prompt_tokens=len(req.tokens)), timings=Timings())

@@ -80,6 +80,12 @@ class Completion:
     content: set by chat calls: the assistant's text with tool-call markup
         removed (None when the reply is only tool calls; None for
         ``complete``/``stream``).
+    prompt_logprobs: with ``echo=True`` and ``logprobs=N`` (OpenAI's echo with
+        logprobs), one entry per prompt token: its log-probability given the
+        tokens before it and the N best alternatives there; the first entry is
+        None (nothing precedes the first token). None otherwise.
+    prompt_tokens: the prompt's token ids the entries belong to (set with
+        ``prompt_logprobs``).
     """
 
     text: str
@@ -91,6 +97,8 @@ class Completion:
     stop_string: str | None = None
     tool_calls: list[ToolCall] | None = None
     content: str | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    prompt_tokens: list[int] | None = None
 
 
 @dataclass(init=False)

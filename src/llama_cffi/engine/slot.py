@@ -66,6 +66,10 @@ class Slot:
         self.next_token: int | None = None  # sampled, not yet decoded
         self.draft: list[int] = []
         self.rows: list[int] = []  # batch rows of this slot's outputs in the current step
+        # this step's prompt chunk when its logits are wanted (.prompt_logprobs):
+        # (first batch row, first position, tokens)
+        self.chunk: tuple[int, int, int] | None = None
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None
         self.last_used = 0.0
 
     @property
@@ -92,12 +96,24 @@ class Slot:
         self.stop_hit: str | None = None
         self.logprobs: list[TokenLogprob] | None = [] if req.sampling.logprobs is not None \
             else None
+        self.chunk = None
+        # one entry per prompt token; the first has none (nothing precedes it)
+        self.prompt_logprobs = [None] if req.prompt_logprobs is not None else None
         self.usage = Usage(prompt_tokens=len(req.tokens), cached_tokens=reused)
         self.timings = Timings(prompt_tokens_evaluated=len(req.tokens) - reused)
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
         if req.echo:
             req.handle._push(_PIECE, req.echo)
+
+    def prompt_outputs(self, first_row: int, first_pos: int, n: int) -> list[bool]:
+        """The batch's output flags for a prompt chunk of ``n`` tokens at rows
+        ``first_row ..`` (positions ``first_pos ..``): all set when the request
+        wants the prompt's log-probabilities (the chunk is then remembered for
+        :func:`~llama_cffi.engine.prompt_logprobs.collect`), else none."""
+        want = self.prompt_logprobs is not None
+        self.chunk = (first_row, first_pos, n) if want else None
+        return [want] * n
 
     # -- tokens come in -------------------------------------------------------------------
 
@@ -110,6 +126,8 @@ class Slot:
             self.t_first = time.perf_counter()
             self.timings.prompt_seconds = self.t_first - self.t_start
             self.timings.time_to_first_token = self.t_first - req.submitted
+        if sp.max_tokens == 0:  # the prompt only (its KV cache, its log-probabilities)
+            return "length"
         if req.stopping is not None and logits is not None and \
                 req.stopping(req.tokens + self.out, logits):
             return "stop"
@@ -216,4 +234,6 @@ class Slot:
         self.usage.completion_tokens = len(self.out)
         return Completion(text=req.echo + self.text, tokens=self.out, finish_reason=reason,
                           usage=self.usage, timings=self.timings, logprobs=self.logprobs,
-                          stop_string=self.stop_hit)
+                          stop_string=self.stop_hit, prompt_logprobs=self.prompt_logprobs,
+                          prompt_tokens=None if self.prompt_logprobs is None
+                          else list(req.tokens))

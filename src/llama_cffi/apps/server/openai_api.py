@@ -7,7 +7,7 @@ import base64
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -16,9 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..._bindings.enums import PoolingType
+from ...api.completion_logprobs import openai_logprobs
 from ...engine.request import RequestHandle
 from ...engine.results import Completion
 from ...objects.params import SamplingParams
+from ...objects.vocab import Vocab
 from . import tools as chat_tools
 from .errors import bad_request, from_exception, json_body
 from .manager import LoadedModel
@@ -65,19 +67,14 @@ def chat_logprobs(c: Completion) -> dict[str, Any] | None:
     return {"content": content}
 
 
-def completion_logprobs(c: Completion, offset: int) -> dict[str, Any] | None:
-    if c.logprobs is None:
-        return None
-    tokens, token_lps, tops, offsets = [], [], [], []
-    pos = offset
-    for lp in c.logprobs:
-        tokens.append(lp.text)
-        token_lps.append(lp.logprob)
-        tops.append({t: p for _, t, p in lp.top})
-        offsets.append(pos)
-        pos += len(lp.text)
-    return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops,
-            "text_offset": offsets}
+def completion_logprobs(c: Completion, vocab: Vocab, echo: str,
+                        prompt: Any) -> dict[str, Any] | None:
+    """A completions choice's ``logprobs``: with echo the prompt's tokens first
+    (a BOS added to a text prompt left out, the first listed one null), then
+    the generated ones, whose ``text_offset`` starts after the echoed prompt."""
+    return openai_logprobs(c, lambda t: vocab.token_to_piece(t).decode("utf-8", "replace"),
+                           offset=len(echo), skip_bos=vocab.bos if isinstance(prompt, str)
+                           else None)
 
 
 class ChatRun(NamedTuple):
@@ -230,9 +227,6 @@ class OpenAIRoutes:
             prompts = list(p)
         if not prompts or any(len(x) == 0 for x in prompts):
             raise bad_request("prompt must not be empty", "prompt")
-        if body.echo and body.logprobs is not None:
-            raise bad_request("echo with logprobs (log-probabilities of the prompt) is not "
-                              "supported", "echo")
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -247,9 +241,13 @@ class OpenAIRoutes:
             jobs = [(k, i) for k in range(len(prompts)) for i in range(body.n)]
             extra: dict[str, Any] = {"suffix": body.suffix} if body.suffix is not None else {}
             handles = submit_all(len(jobs), lambda j: lm.llm.submit(
-                prompts[jobs[j][0]], _seeded(sp, jobs[j][1]),
+                prompts[jobs[j][0]], _seeded(sp, jobs[j][1]), echo=body.echo,
                 timeout=self.state.config.request_timeout, **extra))
             echoes = [self._prompt_text(lm, x) if body.echo else "" for x in prompts]
+
+            def logprobs_of(j: int, c: Completion) -> dict[str, Any] | None:
+                k = jobs[j][0]  # with echo, c has the prompt's entries too
+                return completion_logprobs(c, lm.llm.vocab, echoes[k], prompts[k])
         except BaseException as exc:
             await stack.aclose()
             raise from_exception(exc, "prompt") from exc
@@ -259,8 +257,8 @@ class OpenAIRoutes:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return HeldStreamingResponse(
-                self._completion_events(rid, created, name, handles,
-                                        [echoes[k] for k, _ in jobs], include_usage),
+                self._completion_events(rid, created, name, handles, logprobs_of,
+                                        include_usage),
                 media_type="text/event-stream", cleanup=stack, handles=handles)
         async with stack:
             try:
@@ -268,10 +266,8 @@ class OpenAIRoutes:
             except BaseException as exc:
                 raise from_exception(exc) from exc
         choices = []
-        for j, c in enumerate(done):
-            echo = echoes[jobs[j][0]]
-            choices.append({"index": j, "text": echo + c.text,
-                            "logprobs": completion_logprobs(c, len(echo)),
+        for j, c in enumerate(done):  # c.text starts with the echoed prompt
+            choices.append({"index": j, "text": c.text, "logprobs": logprobs_of(j, c),
                             "finish_reason": finish_reason(c)})
         usage = {"prompt_tokens": sum(done[j].usage.prompt_tokens for j in range(len(done))
                                       if jobs[j][1] == 0),
@@ -288,7 +284,8 @@ class OpenAIRoutes:
         return lm.llm.vocab.detokenize(list(prompt))
 
     async def _completion_events(self, rid: str, created: int, name: str,
-                                 handles: list[RequestHandle], echoes: list[str],
+                                 handles: list[RequestHandle],
+                                 logprobs_of: Callable[[int, Completion], Any],
                                  include_usage: bool) -> AsyncIterator[str]:
         def chunk(i: int, text: str, finish: str | None = None, logprobs: Any = None) -> str:
             return sse({"id": rid, "object": "text_completion", "created": created,
@@ -296,17 +293,14 @@ class OpenAIRoutes:
                                                     "logprobs": logprobs,
                                                     "finish_reason": finish}]})
 
-        try:
-            for i, echo in enumerate(echoes):
-                if echo:
-                    yield chunk(i, echo)
+        try:  # an echoed prompt is each handle's first piece
             async for i, piece in merged(handles):
                 if piece is not None:
                     yield chunk(i, piece)
                     continue
                 c = handles[i].completion
                 if c is not None:
-                    yield chunk(i, "", finish_reason(c), completion_logprobs(c, 0))
+                    yield chunk(i, "", finish_reason(c), logprobs_of(i, c))
         except Exception as exc:
             yield sse(from_exception(exc).body())
             yield SSE_DONE
