@@ -85,7 +85,8 @@ def _arguments(args: Any, where: str) -> dict[str, Any]:
 
 def normalize(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Checked plain copies: content as text, tool-call arguments as dicts,
-    ``developer`` as ``system``; other keys kept."""
+    ``developer`` as ``system``; other keys kept. A message needs a ``content``
+    key (None or ``""`` allowed) or ``tool_calls``, as llama.cpp's chat layer."""
     given: object = messages
     if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
         raise TypeError("messages must be a list of dicts with 'role' and 'content'")
@@ -96,6 +97,9 @@ def normalize(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             raise TemplateError(f"{where} must be a dict, not {type(m).__name__}")
         if "role" not in m or not isinstance(m["role"], str):
             raise TemplateError(f"{where} has no 'role' (a string such as 'user')")
+        if "content" not in m and "tool_calls" not in m:  # llama.cpp's chat layer refuses it too
+            raise TemplateError(f"{where} has neither 'content' nor 'tool_calls' (give "
+                                f"content '' or None for an empty message)")
         msg = {k: v for k, v in m.items() if k != "tool_calls"}
         if msg["role"] == "developer":
             msg["role"] = "system"
@@ -184,17 +188,24 @@ def finish(messages: list[dict[str, Any]], caps: Caps) -> list[dict[str, Any]]:
     return out
 
 
-def tools_system_prompt(tools: Sequence[Mapping[str, Any]], *, mode: str = "auto") -> str:
+def tools_system_prompt(tools: Sequence[Mapping[str, Any]], *, mode: str = "auto",
+                        schema: Any = None) -> str:
     """A system message describing ``tools``, for templates that do not.
 
     mode: ``"auto"`` / ``"forced"``: with llama.cpp's generic JSON reply format
-    (a call, or also ``{"response": ...}`` for auto); ``"list"``: only the
-    tools (the model writes calls in its own format)."""
+    (a call, or also ``{"response": ...}`` for auto, its value following
+    ``schema`` when one is given); ``"list"``: only the tools (the model writes
+    calls in its own format)."""
     specs = json.dumps([t["function"] for t in tools], indent=2, ensure_ascii=False)
     lines = ["You can call the following tools (JSON schemas of their parameters):", specs]
     if mode == "forced":
         lines += ["", 'Respond with a JSON object {"tool_call": {"name": <tool name>, '
                       '"arguments": <arguments object>}}.']
+    elif mode == "auto" and schema is not None:
+        lines += ["", 'To call a tool, respond with a JSON object {"tool_call": {"name": '
+                      '<tool name>, "arguments": <arguments object>}}; to answer directly, '
+                      'respond with {"response": <your answer as JSON following this '
+                      'schema>}:', json.dumps(schema, ensure_ascii=False)]
     elif mode == "auto":
         lines += ["", 'To call a tool, respond with a JSON object {"tool_call": {"name": '
                       '<tool name>, "arguments": <arguments object>}}; to answer directly, '

@@ -414,10 +414,11 @@ class LLM:
         messages, media = _mm.split(self, messages)  # images/audio -> markers
         if media:
             kw["media"] = media
-        prep = _tools.prepare_chat(self.model, messages, template=template, tools=tools,
-                                   tool_choice=tool_choice, **dict(chat_template_kwargs or {}))
-        return ChatStream(self.submit(prep.prompt, sampling, **_tools.with_grammar(prep, kw)),
-                          prep.family)
+        prep, kw = _tools.chat_overrides(self.model, messages, sampling or self.sampling, kw,
+                                         template=template, tools=tools,
+                                         tool_choice=tool_choice,
+                                         template_kwargs=chat_template_kwargs)
+        return ChatStream(self.submit(prep.prompt, sampling, **kw), prep.family)
 
     def chat(self, messages: Sequence[Mapping[str, Any]],
              sampling: SamplingParams | None = None, *, template: str | None = None,
@@ -433,7 +434,10 @@ class LLM:
         tool_choice: ``"auto"`` (default with tools), ``"none"``, ``"required"``
             or ``{"type": "function", "function": {"name": ...}}``; required and
             named calls are enforced with a grammar (see
-            :mod:`~llama_cffi.api.tool_choice`).
+            :mod:`~llama_cffi.api.tool_choice`). With a ``json_schema`` too,
+            ``"auto"`` allows a call or a reply that follows the schema (one
+            grammar: ``content`` is then the schema's JSON), a forced call
+            ignores the schema, and ``"none"`` follows the schema alone.
         chat_template_kwargs: extra template variables (``--chat-template-kwargs``).
 
         The Completion's ``text`` is the raw reply, ``content`` the text without
@@ -442,9 +446,11 @@ class LLM:
         messages, media = _mm.split(self, messages)  # images/audio -> markers
         if media:
             kw["media"] = media
-        prep = _tools.prepare_chat(self.model, messages, template=template, tools=tools,
-                                   tool_choice=tool_choice, **dict(chat_template_kwargs or {}))
-        handle = self.submit(prep.prompt, sampling, **_tools.with_grammar(prep, kw))
+        prep, kw = _tools.chat_overrides(self.model, messages, sampling or self.sampling, kw,
+                                         template=template, tools=tools,
+                                         tool_choice=tool_choice,
+                                         template_kwargs=chat_template_kwargs)
+        handle = self.submit(prep.prompt, sampling, **kw)
         return _tools.finish_chat(handle.result(), prep.family)
 
     def generate_batch(self, prompts: Sequence[str | Sequence[int]],
@@ -558,9 +564,11 @@ class LLM:
         messages, media = _mm.split(self, messages)  # images/audio -> markers
         if media:
             kw["media"] = media
-        prep = _tools.prepare_chat(self.model, messages, template=template, tools=tools,
-                                   tool_choice=tool_choice, **dict(chat_template_kwargs or {}))
-        completion = await self.submit(prep.prompt, sampling, **_tools.with_grammar(prep, kw))
+        prep, kw = _tools.chat_overrides(self.model, messages, sampling or self.sampling, kw,
+                                         template=template, tools=tools,
+                                         tool_choice=tool_choice,
+                                         template_kwargs=chat_template_kwargs)
+        completion = await self.submit(prep.prompt, sampling, **kw)
         return _tools.finish_chat(completion, prep.family)
 
     async def astream(self, prompt: str | bytes | Sequence[int],

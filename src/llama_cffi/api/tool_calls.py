@@ -27,6 +27,9 @@ Formats ("families"), as llama.cpp's chat layer knows them
 ``generic``           any template (llama.cpp's generic JSON format):
                       ``{"tool_call": {"name": "f", "arguments": {...}}}``,
                       ``{"tool_calls": [...]}`` or ``{"response": "text"}``
+``generic_json``      the generic format whose ``response`` follows a JSON schema
+                      (tools and a schema together): the content is the
+                      response's JSON text, whatever its type
 
 :func:`parse_tool_calls` never raises on model output: text that is not a
 well-formed call stays in the content.
@@ -362,7 +365,7 @@ def _granite(text: str) -> tuple[str | None, list[ToolCall]]:
     return _content([text[:i]]), calls
 
 
-def _generic(text: str) -> tuple[str | None, list[ToolCall]]:
+def _generic(text: str, as_json: bool = False) -> tuple[str | None, list[ToolCall]]:
     value = _json_body(text)
     if isinstance(value, dict):
         if "tool_call" in value:
@@ -375,15 +378,21 @@ def _generic(text: str) -> tuple[str | None, list[ToolCall]]:
                 return None, calls
         if set(value) == {"response"}:
             resp = value["response"]
-            return (resp if isinstance(resp, str) else json.dumps(resp, ensure_ascii=False)), []
+            if isinstance(resp, str) and not as_json:
+                return resp, []
+            return json.dumps(resp, ensure_ascii=False), []
     return _content([text]), []
+
+
+def _generic_json(text: str) -> tuple[str | None, list[ToolCall]]:
+    return _generic(text, as_json=True)
 
 
 FAMILIES: dict[str, Callable[[str], tuple[str | None, list[ToolCall]]]] = {
     "hermes": _hermes, "qwen3_coder": _qwen3_coder, "llama3": _llama3, "mistral": _mistral,
     "functionary_v3_1": _functionary_v3_1, "functionary_v3_2": _functionary_v3_2,
     "deepseek": _deepseek, "firefunction": _firefunction, "command_r": _command_r,
-    "granite": _granite, "generic": _generic,
+    "granite": _granite, "generic": _generic, "generic_json": _generic_json,
 }
 """Family name -> parser (text -> (content, calls))."""
 

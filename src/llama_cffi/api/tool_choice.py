@@ -19,10 +19,20 @@ field of the same name):
     (Hermes/Qwen ``<tool_call>``, Llama 3.x JSON), else generic JSON.
 ``"none"``
     the tools are not shown and nothing is parsed.
+
+With a JSON schema (``json_schema``, a server's ``response_format`` or
+Ollama's ``format``) the reply is one grammar: for ``"auto"`` a tool call or
+a reply that matches the schema (a Hermes/Qwen ``<tool_call>`` block or the
+schema's JSON; on other templates llama.cpp's generic JSON, ``{"tool_call":
+...}`` or ``{"response": <the schema's JSON>}``, whose ``response`` becomes
+the content as JSON text); for ``"required"`` or a named function a call
+only; for ``"none"`` the schema only. (llama-server from the same llama.cpp
+lets the schema win: its grammar is the schema alone and no call is parsed.)
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,9 +46,10 @@ from .tool_calls import detect_family, parse_tool_calls
 if TYPE_CHECKING:
     from ..engine.results import Completion
     from ..objects.model import Model
+    from ..objects.params import SamplingParams
 
-__all__ = ["PreparedChat", "check_tool_choice", "check_tools", "finish_chat", "prepare_chat",
-           "tool_grammar", "with_grammar"]
+__all__ = ["PreparedChat", "chat_overrides", "check_tool_choice", "check_tools", "finish_chat",
+           "prepare_chat", "tool_grammar", "with_grammar"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -51,6 +62,9 @@ class PreparedChat:
     prompt: str
     grammar: str | None
     family: str | None
+    replaces_schema: bool = False
+    """Whether ``grammar`` takes the place of the request's JSON schema (it
+    holds it, or a forced call leaves no room for it)."""
 
 
 def check_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -120,14 +134,48 @@ def _rename_root(gbnf: str, new: str) -> str:
     return "".join(out)
 
 
+_DEFINED = re.compile(r"^([A-Za-z0-9_-]+) ::=", re.M)
+_WORD = re.compile(r"(?<![\w-])[A-Za-z0-9_-]+(?![\w-])")
+
+
+def _prefix_rules(gbnf: str, prefix: str) -> str:
+    """``gbnf`` with every rule it defines renamed ``prefix + name``."""
+    names = set(_DEFINED.findall(gbnf))
+
+    def rename(text: str) -> str:
+        return _WORD.sub(lambda m: prefix + m.group(0) if m.group(0) in names else m.group(0),
+                         text)
+    out, pos = [], 0
+    for m in _LITERAL.finditer(gbnf):
+        out += [rename(gbnf[pos:m.start()]), m.group(0)]
+        pos = m.end()
+    out.append(rename(gbnf[pos:]))
+    return "".join(out)
+
+
+def _slot(i: int) -> dict[str, Any]:
+    """A stand-in schema that :func:`_compose` replaces with the grammar of ``subs[i]``."""
+    return {"const": f"@@llama-cffi-slot-{i}@@"}
+
+
+def _compose(schema: dict[str, Any], subs: Sequence[str]) -> str:
+    """GBNF for ``schema`` in which ``_slot(i)`` stands for the grammar ``subs[i]``
+    (each schema converted on its own, so that its local ``$ref`` s resolve)."""
+    gbnf = to_gbnf(schema)
+    for i in range(len(subs)):
+        lit = '"\\"' + _slot(i)["const"] + '\\""'
+        gbnf = gbnf.replace(lit, f"s{i}-root")
+    return gbnf + "".join(_prefix_rules(sub, f"s{i}-") for i, sub in enumerate(subs))
+
+
 def _lit(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _call_schema(tool: Mapping[str, Any], args_key: str) -> dict[str, Any]:
+def _call_schema(tool: Mapping[str, Any], args_key: str, slot: int) -> dict[str, Any]:
     fn = tool["function"]
     return {"type": "object", "properties": {"name": {"const": fn["name"]},
-                                             args_key: fn["parameters"]},
+                                             args_key: _slot(slot)},
             "required": ["name", args_key]}
 
 
@@ -138,40 +186,66 @@ _NATIVE_FORCED = {
 }
 
 
-def tool_grammar(tools: list[dict[str, Any]], choice: str, family: str) -> tuple[str, str]:
+def tool_grammar(tools: list[dict[str, Any]], choice: str, family: str,
+                 schema: Any = None) -> tuple[str, str]:
     """The GBNF grammar for a reply under ``choice`` (``"auto"`` on the generic
-    family, ``"required"``, ``"name:<f>"``) and the family that parses it."""
+    family or with a ``schema``, ``"required"``, ``"name:<f>"``) and the family
+    that parses it (see the module docstring for ``schema``)."""
     if choice.startswith("name:"):
         tools = [t for t in tools if t["function"]["name"] == choice[5:]]
     forced = choice != "auto"
+    answer = to_gbnf(schema) if schema is not None and not forced else None
     try:
-        if forced and family in _NATIVE_FORCED:
-            prefix, suffix, key = _NATIVE_FORCED[family]
-            calls = [_call_schema(t, key) for t in tools]
-            body = to_gbnf(calls[0] if len(calls) == 1 else {"anyOf": calls})
-            parts = [p for p in (_lit(prefix) if prefix else "", "tool-call",
-                                 _lit(suffix) if suffix else "") if p]
-            return f"root ::= {' '.join(parts)}\n" + _rename_root(body, "tool-call"), family
-        calls = [_call_schema(t, "arguments") for t in tools]
-        call = calls[0] if len(calls) == 1 else {"anyOf": calls}
-        options: list[dict[str, Any]] = [
-            {"type": "object", "properties": {"tool_call": call}, "required": ["tool_call"]}]
-        if not forced:
-            options.append({"type": "object", "properties": {"response": {"type": "string"}},
-                            "required": ["response"]})
-        return to_gbnf(options[0] if forced else {"anyOf": options}), "generic"
+        subs = [to_gbnf(t["function"]["parameters"]) for t in tools]
     except ValueError as exc:  # SchemaError is a ValueError
         raise type(exc)(f"a tool's parameters cannot be turned into a grammar: {exc}") \
             from None
+    n = len(subs)
+    if family in _NATIVE_FORCED and (forced or family == "hermes"):
+        prefix, suffix, key = _NATIVE_FORCED[family]
+        calls = [_call_schema(t, key, i) for i, t in enumerate(tools)]
+        root = " ".join(p for p in (_lit(prefix) if prefix else "", "tool-call",
+                                    _lit(suffix) if suffix else "") if p)
+        body = _compose(calls[0] if len(calls) == 1 else {"anyOf": calls}, subs)
+        if answer is not None:  # hermes: a <tool_call> block or the schema's JSON
+            root += f" | s{n}-root"
+            body += _prefix_rules(answer, f"s{n}-")
+        return f"root ::= {root}\n" + _rename_root(body, "tool-call"), family
+    calls = [_call_schema(t, "arguments", i) for i, t in enumerate(tools)]
+    call = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    options: list[dict[str, Any]] = [
+        {"type": "object", "properties": {"tool_call": call}, "required": ["tool_call"]}]
+    if forced:
+        return _compose(options[0], subs), "generic"
+    options.append({"type": "object", "properties": {
+        "response": {"type": "string"} if answer is None else _slot(n)},
+        "required": ["response"]})
+    if answer is None:
+        return _compose({"anyOf": options}, subs), "generic"
+    return _compose({"anyOf": options}, [*subs, answer]), "generic_json"
+
+
+def _schema_of(value: Any) -> Any:
+    """A request's JSON schema as a dict or bool (``True``: any JSON object), or None."""
+    if value is True:
+        return {"type": "object"}
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"json_schema is not valid JSON: {exc}") from None
+    return value
 
 
 def prepare_chat(model: Model, messages: Sequence[Mapping[str, Any]], *,
                  template: str | None = None, tools: Sequence[Mapping[str, Any]] | None = None,
                  tool_choice: Any = None, add_generation_prompt: bool = True,
-                 **extra: Any) -> PreparedChat:
-    """The prompt, grammar and parser family of a chat request (see the module docstring)."""
+                 json_schema: Any = None, **extra: Any) -> PreparedChat:
+    """The prompt, grammar and parser family of a chat request (see the module
+    docstring); ``json_schema`` is the schema the request's text reply must follow."""
     checked = check_tools(tools)
     choice = check_tool_choice(tool_choice, checked)
+    schema = _schema_of(json_schema)
     tmpl = _chat.template_for_model(model, template)
     caps = None if isinstance(tmpl, str) else tmpl.caps
     family = detect_family(tmpl.source) if not isinstance(tmpl, str) else "generic"
@@ -183,18 +257,22 @@ def prepare_chat(model: Model, messages: Sequence[Mapping[str, Any]], *,
     parse: str | None = None
     if choice != "none":
         forced = choice != "auto"
+        # with a schema, "auto" is a grammar too: native only where a call cannot be
+        # mistaken for the schema's JSON (Hermes' <tool_call> block)
+        constrained = forced or schema is not None
         prompt: str | None = None
-        if native and (not forced or family in _NATIVE_FORCED):
+        if native and (not constrained or family in _NATIVE_FORCED) \
+                and (forced or schema is None or family == "hermes"):
             if not describes:
                 prompt = _msgs.tools_system_prompt(checked, mode="list")
-            if forced:
-                grammar, family = tool_grammar(checked, choice, family)
-        elif describes and not forced:
+            if constrained:
+                grammar, family = tool_grammar(checked, choice, family, schema)
+        elif describes and not constrained:
             family = "generic"  # a format we cannot write: its calls stay in the content
         else:
-            family = "generic"
-            prompt = _msgs.tools_system_prompt(checked, mode="forced" if forced else "auto")
-            grammar, family = tool_grammar(checked, choice, family)
+            prompt = _msgs.tools_system_prompt(checked, mode="forced" if forced else "auto",
+                                               schema=None if forced else schema)
+            grammar, family = tool_grammar(checked, choice, "generic", schema)
         if prompt is not None:
             msgs = _msgs.with_system(_msgs.normalize(messages), prompt)
         parse = family
@@ -204,18 +282,41 @@ def prepare_chat(model: Model, messages: Sequence[Mapping[str, Any]], *,
     else:
         prompt = tmpl.render(msgs, add_generation_prompt=add_generation_prompt,
                              tools=render_tools, **extra)
-    return PreparedChat(prompt, grammar, parse)
+    return PreparedChat(prompt, grammar, parse, grammar is not None and schema is not None)
 
 
 def with_grammar(prepared: PreparedChat, overrides: dict[str, Any]) -> dict[str, Any]:
-    """A call's sampling overrides plus the grammar ``prepared`` needs."""
+    """A call's sampling overrides plus the grammar ``prepared`` needs (which
+    replaces the JSON schema it was prepared with)."""
     if prepared.grammar is None:
         return overrides
-    if overrides.get("grammar") is not None or overrides.get("json_schema") is not None:
-        raise ValueError("tools constrain the reply with their own grammar: give grammar/"
-                         "json_schema or tools (with tool_choice 'required', a named "
-                         "function, or 'auto' on a template without tools), not both")
-    return {**overrides, "grammar": prepared.grammar}
+    if overrides.get("grammar") is not None or (overrides.get("json_schema") is not None
+                                                and not prepared.replaces_schema):
+        raise ValueError("tools constrain the reply with their own grammar: give a grammar "
+                         "or tools (with tool_choice 'required', a named function, 'auto' "
+                         "on a template without tools, or a json_schema), not both")
+    return {**overrides, "grammar": prepared.grammar, "json_schema": None}
+
+
+def chat_overrides(model: Model, messages: Sequence[Mapping[str, Any]],
+                   sampling: SamplingParams, overrides: dict[str, Any], *,
+                   template: str | None, tools: Sequence[Mapping[str, Any]] | None,
+                   tool_choice: Any, template_kwargs: Mapping[str, Any] | None
+                   ) -> tuple[PreparedChat, dict[str, Any]]:
+    """What :meth:`LLM.chat` submits: the prepared chat and the overrides of
+    ``sampling`` (the call's settings) with its grammar; the JSON schema (an
+    override's or ``sampling``'s) goes into the tools' grammar, and a grammar
+    of the call's beside the tools' is refused."""
+    schema = overrides["json_schema"] if "json_schema" in overrides else sampling.json_schema
+    prep = prepare_chat(model, messages, template=template, tools=tools,
+                        tool_choice=tool_choice, json_schema=schema,
+                        **dict(template_kwargs or {}))
+    if prep.grammar is not None and overrides.get("grammar", sampling.grammar) is not None:
+        raise ValueError("tools constrain the reply with their own grammar: give a grammar "
+                         "or tools (with tool_choice 'required', a named function, 'auto' "
+                         "on a template without tools, or a json_schema), not both")
+    return prep, with_grammar(prep, {**overrides, "grammar": None}
+                              if prep.grammar is not None else overrides)
 
 
 def finish_chat(completion: Completion, family: str | None) -> Completion:

@@ -2,7 +2,8 @@
 
 The prompt comes from the model's chat template (or ``chat_format``), tool
 calls are parsed by the LLM's chat layer, and ``response_format`` becomes a
-JSON schema the output is constrained to.
+JSON schema the output is constrained to (with ``tools``: a tool call, or a
+reply that follows the schema; see :mod:`llama_cffi.api.tool_choice`).
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ def _stream(stream: Stream, cid: str, created: int, model: str, *,
                 {"index": i, **call} for i, call in enumerate(calls)]}, None)
             if c.content:
                 yield _delta(cid, created, model, {"content": c.content}, None)
-        elif pieces:
-            yield _delta(cid, created, model, {"content": "".join(pieces)}, None)
+        elif pieces:  # the parsed content (a generic {"response": ...} reply unwrapped)
+            content = c.content if c.content is not None else "".join(pieces)
+            yield _delta(cid, created, model, {"content": content}, None)
         logprobs = chat_logprobs(c.logprobs) if c.logprobs is not None else None
         yield _delta(cid, created, model, {}, "tool_calls" if calls
                      else FINISH.get(c.finish_reason, "stop"), logprobs)

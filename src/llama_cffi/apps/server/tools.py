@@ -19,6 +19,7 @@ from ...api import tool_choice as tchoice
 from ...api.llm import LLM
 from ...engine.results import Completion
 from ...objects.params import SamplingParams
+from .errors import bad_request
 
 
 @dataclass
@@ -56,10 +57,11 @@ def plan(llm: LLM, messages: Sequence[Mapping[str, Any]], sp: SamplingParams,
     messages, media = _mm.split(llm, messages, allow_files=False)
     prepared = tchoice.prepare_chat(llm.model, messages, tools=tools,
                                     tool_choice=tool_choice if tools else None,
-                                    **dict(template_kwargs or {}))
-    if prepared.grammar is not None:
-        if sp.grammar is not None or sp.json_schema is not None:
-            raise ValueError("tool_choice constrains the reply with its own grammar: give "
-                             "grammar/json_schema/response_format or forced tools, not both")
-        sp = sp.replace(grammar=prepared.grammar)
+                                    json_schema=sp.json_schema, **dict(template_kwargs or {}))
+    if prepared.grammar is not None:  # it holds (or, for a forced call, overrides) the schema
+        if sp.grammar is not None:
+            raise bad_request("tools constrain the reply with their own grammar: give a "
+                              "grammar or tools, not both (a json_schema/response_format/"
+                              "format can go with tools)", "grammar")
+        sp = sp.replace(grammar=prepared.grammar, json_schema=None)
     return ChatPlan(prepared.prompt, sp, prepared.family, list(media))
