@@ -6,6 +6,7 @@ checked, not only the shape."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -97,6 +98,18 @@ def test_text_and_instructions_equal_chat(client: openai.OpenAI, model: str) -> 
         http.close()
     assert again.output_text == text
 
+
+def test_output_logprobs(client: openai.OpenAI, model: str) -> None:
+    r = client.responses.create(model=model, input="Say hello.", max_output_tokens=8,
+                                temperature=0, top_logprobs=2,
+                                include=["message.output_text.logprobs"])
+    part = r.output[0].content[0]  # type: ignore[union-attr]
+    assert part.logprobs is not None and r.usage is not None
+    assert len(part.logprobs) == r.usage.output_tokens
+    assert "".join(lp.token for lp in part.logprobs) == part.text  # type: ignore[union-attr]
+    for lp in part.logprobs:
+        assert len(lp.top_logprobs) == 2 and lp.logprob <= 0
+        assert lp.logprob == pytest.approx(lp.top_logprobs[0].logprob, abs=1e-4)
 
 def test_message_items_equal_chat(client: openai.OpenAI, model: str) -> None:
     items: list[Any] = [
@@ -340,3 +353,47 @@ def test_input_image_equals_chat(smollm2_path: Path, tmp_path: Path) -> None:
         assert status == 200, mine
         assert mine["output"][0]["content"][0]["text"] == theirs["choices"][0]["message"]["content"]
         assert mine["usage"]["input_tokens"] == theirs["usage"]["prompt_tokens"]
+
+
+def test_openai_agents_sdk(server: Server, client: openai.OpenAI, model: str) -> None:
+    """An Agent of the openai-agents SDK (Responses API by default) runs a
+    function tool, and answers in text, streamed, as the endpoint does."""
+    agents = pytest.importorskip("agents")
+    ran: list[str] = []
+
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        ran.append(city)
+        return json.dumps({"city": city, "temperature_c": 21, "sky": "clear"})
+
+    async def run() -> tuple[Any, Any]:
+        sdk_client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        agents.set_default_openai_client(sdk_client, use_for_tracing=False)
+        agents.set_tracing_disabled(True)
+        try:
+            tool_agent = agents.Agent(
+                name="weather", instructions="Answer weather questions with the tool.",
+                model=model, tools=[agents.function_tool(get_weather)],
+                tool_use_behavior="stop_on_first_tool",
+                model_settings=agents.ModelSettings(tool_choice="required", temperature=0,
+                                                    max_tokens=60))
+            used = await agents.Runner.run(tool_agent, "What is the weather in Paris?",
+                                           max_turns=2)
+            talker = agents.Agent(name="talker", instructions="Answer in one sentence.",
+                                  model=model, model_settings=agents.ModelSettings(
+                                      temperature=0, max_tokens=24))
+            streamed = agents.Runner.run_streamed(talker, "What is the capital of France?")
+            async for _ in streamed.stream_events():
+                pass
+            return used, streamed
+        finally:
+            await sdk_client.close()
+
+    for _ in range(2):  # the second with the same prompt cached as the agent's run below
+        direct = client.responses.create(model=model, instructions="Answer in one sentence.",
+                                         input="What is the capital of France?",
+                                         max_output_tokens=24, temperature=0)
+    used, streamed = asyncio.run(run())
+    assert len(ran) == 1 and ran[0]  # the model's call reached the function
+    assert used.final_output == get_weather(ran[0])
+    assert streamed.final_output == direct.output_text
