@@ -387,8 +387,7 @@ class OllamaRoutes:
         messages = _chat_messages(body.messages)
         tools = _checked_tools(body.tools)
         schema = format_schema(body.format)
-        if schema is not None and tools:
-            raise bad_request("format cannot be combined with tools", "format")
+        # a schema with tools: a call, or a reply that follows the schema (one grammar)
 
         def prepare(llm: LLM) -> tuple[list[int], SamplingParams, chat_tools.ChatPlan]:
             sp = self._sampling(llm, body.options, schema)

@@ -123,9 +123,6 @@ class OpenAIRoutes:
             if not any(t["function"]["name"] == name for t in tools or []):
                 raise bad_request(f"tool_choice names function {name!r}, which is not in tools",
                                   "tool_choice")
-        if schema is not None and tools and tool_choice not in (None, "none"):
-            raise bad_request("response_format json_schema/json_object cannot be combined "
-                              "with tools", "response_format")
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
