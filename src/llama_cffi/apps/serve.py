@@ -79,7 +79,7 @@ def build_config(a: argparse.Namespace) -> object:
     aliases = a.alias[1:] if a.alias else [str(a.model)]
     entry = entry_from_namespace(name, a, aliases=[x for x in aliases if x != name], ttl=a.ttl)
     values = {k: v for k, v in overrides.items() if v is not None}
-    return ServerConfig(models=[entry], **values)
+    return ServerConfig(models=[entry], any_model_name=True, **values)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:

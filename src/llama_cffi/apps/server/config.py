@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import shlex
 import sys
@@ -38,6 +39,8 @@ from ...objects.params import ContextParams, ModelParams, SamplingParams, Specul
 from ...objects.params.base import _Params
 from ...objects.params.fields import flag_of, from_args
 from .. import flags
+
+log = logging.getLogger("llama_cffi.server")
 
 DEFAULT_PARALLEL = 4
 """Slots per model unless ``-np`` says otherwise (llama-server's automatic value)."""
@@ -127,6 +130,12 @@ class ServerConfig:
     """Seconds after which a request is cancelled (None = never)."""
     load_timeout: float = 600.0
     """Seconds a request waits for its model to load (or for room to load it)."""
+    any_model_name: bool = False
+    """Answer a request that names an unknown model with the only model
+    (llama-server's behaviour): set for one model given on the command line;
+    a models file keeps unknown names a 404."""
+    _answered_names: set[str] = dataclasses.field(default_factory=set, repr=False,
+                                                  compare=False)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -146,10 +155,23 @@ class ServerConfig:
             raise ConfigError("max_tokens_cap must be >= 1")
 
     def find(self, name: str) -> ModelEntry | None:
+        """The model called ``name`` (its name or an alias); None if there is none."""
         for entry in self.models:
             if name in entry.names:
                 return entry
         return None
+
+    def resolve(self, name: str) -> ModelEntry | None:
+        """:meth:`find`, or the only model when :attr:`any_model_name` is set
+        (the unknown name is logged once)."""
+        found = self.find(name)
+        if found is None and self.any_model_name and len(self.models) == 1:
+            found = self.models[0]
+            if name not in self._answered_names:
+                self._answered_names.add(name)
+                log.warning("requests for model %r are answered by %r, the only model "
+                            "served", name, found.name)
+        return found
 
 
 def entry_from_args(name: str, argv: Sequence[str], *, settings: Mapping[str, Any] | None = None,
@@ -182,10 +204,16 @@ def entry_from_namespace(name: str, a: argparse.Namespace, *,
         raise ConfigError(f"model {name!r}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
-    if cp.n_seq_max is None:
+    if cp.n_seq_max is None:  # llama-server's automatic setting: 4 slots, one KV cache
         cp = cp.replace(n_seq_max=DEFAULT_PARALLEL)
-    if cp.kv_unified is None and (cp.n_seq_max or 1) > 1:
-        cp = cp.replace(kv_unified=True)  # every slot may use the whole context
+        if cp.kv_unified is None:
+            cp = cp.replace(kv_unified=True)  # every slot may use the whole context
+    # -np N given: each slot has its own KV stream of n_ctx / N cells, as in
+    # llama-server. A slot's cells then stay in position order, so a request's
+    # answer never depends on what other slots hold; in one unified cache, new
+    # cells may land in holes other slots left, and attention (flash attention
+    # accumulates V in cell order, in F16) rounds differently: greedy answers
+    # could change after unrelated requests.
     if cp.n_ctx is None:
         cp = cp.replace(n_ctx=DEFAULT_N_CTX)
     rpc = tuple(s.strip() for s in (a.rpc or "").split(",") if s.strip())
@@ -220,7 +248,8 @@ def _route(name: str, settings: Mapping[str, Any]) -> tuple[dict[str, Any], ...]
 
 
 _MODEL_KEYS = {"model", "aliases", "ttl", "args", "mmproj"}
-_SERVER_KEYS = {f.name for f in dataclasses.fields(ServerConfig)} - {"models"}
+_SERVER_KEYS = ({f.name for f in dataclasses.fields(ServerConfig)}
+                - {"models", "any_model_name", "_answered_names"})
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> ServerConfig:

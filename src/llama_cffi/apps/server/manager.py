@@ -126,7 +126,7 @@ class ModelManager:
                 latest = max(self.loaded.values(), key=lambda lm: lm.last_used)
                 return latest.entry
             return self.config.models[0]
-        found = self.config.find(name)
+        found = self.config.resolve(name)
         if found is None:
             known = ", ".join(n for e in self.config.models for n in e.names)
             raise UnknownModelError(f"model {name!r} is not served here; known models: {known}")

@@ -37,6 +37,7 @@ from starlette.routing import Route
 from ..._bindings.enums import PoolingType
 from ..._version import __version__
 from ...api import fim
+from ...api import multimodal as _mm
 from ...api.llm import LLM
 from ...engine.request import RequestHandle
 from ...engine.results import Completion
@@ -45,8 +46,10 @@ from ...objects.params import SamplingParams
 from . import ollama_info as info
 from . import tools as chat_tools
 from .config import ModelEntry
-from .errors import ApiError, bad_request, from_exception, json_body, validation_message
+from .errors import (ApiError, bad_request, from_exception, off_loop, parse_body,
+                     validation_message)
 from .manager import LoadedModel
+from .ollama_media import image_parts, with_images
 from .ollama_schemas import (ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, ShowBody,
                              check_think, format_schema, make_sampling, parse_keep_alive,
                              render_go_template, sampling_overrides)
@@ -147,18 +150,16 @@ def _tool_calls(plan: chat_tools.ChatPlan | None,
 
 
 def _chat_messages(raw: list[Any]) -> list[dict[str, Any]]:
-    """Ollama's messages as the chat layer takes them (images refused)."""
+    """Ollama's messages as the chat layer takes them (images as content parts)."""
     out = []
     for i, m in enumerate(raw):
         if not isinstance(m, dict):
             raise bad_request(f"messages[{i}] must be an object with 'role' and 'content'",
                               f"messages[{i}]")
-        if m.get("images"):
-            raise bad_request(f"messages[{i}].images: images are not supported by this "
-                              "server", f"messages[{i}].images")
-        msg = {k: v for k, v in m.items() if k not in ("images", "thinking")}
+        msg = {k: v for k, v in m.items() if k != "thinking"}
         if msg.get("content") is None:
             msg["content"] = ""  # Ollama's default
+        msg = with_images(msg, f"messages[{i}]")
         if msg.get("role") == "tool" and isinstance(msg.get("tool_name"), str):
             msg.setdefault("name", msg["tool_name"])
         out.append(msg)
@@ -208,6 +209,8 @@ class OllamaRoutes:
         entry = self.state.config.find(name)
         if entry is None and name.endswith(":latest"):
             entry = self.state.config.find(name[:-len(":latest")])
+        if entry is None:
+            entry = self.state.config.resolve(name)
         if entry is None:
             raise ApiError(404, f"model '{name}' not found", param="model",
                            code="model_not_found")
@@ -288,7 +291,7 @@ class OllamaRoutes:
         return JSONResponse({"models": out})
 
     async def show(self, request: Request) -> Response:
-        body = ShowBody.parse(await json_body(request))
+        body = await parse_body(request, ShowBody.parse)
         entry = self._entry(body.model_name)
         path = await asyncio.to_thread(self._path, entry)
         if path is None:
@@ -356,7 +359,7 @@ class OllamaRoutes:
         return make_sampling(llm.sampling, kw)
 
     async def _start(self, entry: ModelEntry, keep: float | None, started: float,
-                     prepare: Callable[[LLM], tuple[list[int], SamplingParams,
+                     prepare: Callable[[LLM], tuple[list[int] | str, SamplingParams,
                                                     chat_tools.ChatPlan | None]]) -> _Run:
         """Hold the model (loading it if needed) and submit the request."""
         stack = contextlib.AsyncExitStack()
@@ -366,8 +369,11 @@ class OllamaRoutes:
             lm = await stack.enter_async_context(
                 self.state.manager.use(entry.name, keep_alive=keep))
             load = time.monotonic() - t
-            tokens, sp, plan = prepare(lm.llm)
-            handle = lm.llm.submit(tokens, sp, timeout=self.state.config.request_timeout)
+            prompt, sp, plan = await off_loop(lambda: prepare(lm.llm))
+            handle = await off_loop(lambda: lm.llm.submit(
+                prompt, sp, timeout=self.state.config.request_timeout,
+                **(plan.submit_kwargs() if plan is not None else {})))
+            tokens = prompt if isinstance(prompt, list) else []
         except BaseException:
             await stack.aclose()
             raise
@@ -375,7 +381,7 @@ class OllamaRoutes:
 
     async def chat(self, request: Request) -> Response:
         started = time.monotonic()
-        body = ChatBody.parse(await json_body(request))
+        body = await parse_body(request, ChatBody.parse)
         name = body.model_name
         entry = self._entry(name)
         keep = parse_keep_alive(body.keep_alive)
@@ -389,10 +395,12 @@ class OllamaRoutes:
         schema = format_schema(body.format)
         # a schema with tools: a call, or a reply that follows the schema (one grammar)
 
-        def prepare(llm: LLM) -> tuple[list[int], SamplingParams, chat_tools.ChatPlan]:
+        def prepare(llm: LLM) -> tuple[list[int] | str, SamplingParams, chat_tools.ChatPlan]:
             sp = self._sampling(llm, body.options, schema)
             plan = chat_tools.plan(llm, messages, sp, tools, "auto" if tools else None)
-            return llm.tokenize(plan.prompt), plan.sampling, plan
+            # with images the prompt stays text: its projector markers become the media
+            prompt = plan.prompt if plan.media else llm.tokenize(plan.prompt)
+            return prompt, plan.sampling, plan
 
         run = await self._start(entry, keep, started, prepare)
         if body.stream is not False:
@@ -431,21 +439,25 @@ class OllamaRoutes:
 
     async def generate(self, request: Request) -> Response:
         started = time.monotonic()
-        body = GenerateBody.parse(await json_body(request))
+        body = await parse_body(request, GenerateBody.parse)
         name = body.model_name
         entry = self._entry(name)
         keep = parse_keep_alive(body.keep_alive)
         check_think(body.think)
-        if body.images:
-            raise bad_request("images are not supported by this server", "images")
-        if not body.prompt and not body.suffix and not body.context:
+        if body.images and (body.suffix or body.context):
+            raise bad_request("images cannot be combined with suffix or context", "images")
+        if not body.prompt and not body.suffix and not body.context and not body.images:
             return await self._load_or_unload(name, entry, keep, {"response": ""})
         await self._require(entry, "completion", name)
         schema = format_schema(body.format)
 
-        def prepare(llm: LLM) -> tuple[list[int], SamplingParams, None]:
+        def prepare(llm: LLM) -> tuple[list[int] | str, SamplingParams,
+                                       chat_tools.ChatPlan | None]:
             sp = self._sampling(llm, body.options, schema)
-            return self._generate_tokens(llm, body, sp), sp, None
+            prompt, media = self._generate_prompt(llm, body, sp)
+            if not media:
+                return prompt, sp, None
+            return prompt, sp, chat_tools.ChatPlan(str(prompt), sp, None, media)
 
         run = await self._start(entry, keep, started, prepare)
         if body.stream is not False:
@@ -453,18 +465,29 @@ class OllamaRoutes:
                                          cleanup=run.stack, handles=[run.handle])
         async with run.stack:
             c = (await results([run.handle], request))[0]
-        return JSONResponse({"model": name, "created_at": _now(), "response": c.text,
-                             "done": True, **run.stats(c),
-                             "context": [*run.prompt_tokens, *c.tokens]})
+        answer = {"model": name, "created_at": _now(), "response": c.text, "done": True,
+                  **run.stats(c)}
+        if not body.images:  # images are not tokens: no context to hand back
+            answer["context"] = [*run.prompt_tokens, *c.tokens]
+        return JSONResponse(answer)
 
     @staticmethod
-    def _generate_tokens(llm: LLM, body: GenerateBody, sp: SamplingParams) -> list[int]:
+    def _generate_prompt(llm: LLM, body: GenerateBody,
+                         sp: SamplingParams) -> tuple[list[int] | str, list[Any]]:
         """The prompt of /api/generate: raw, through a Go template, the model's chat
-        template, or fill-in-the-middle with ``suffix``; after ``context``."""
+        template, or fill-in-the-middle with ``suffix``; after ``context``. With
+        ``images``: the text with one projector marker per image before the prompt
+        (tokenized with the images by the engine), and the images."""
         prompt = body.prompt or ""
         if body.suffix:
             return fim.format_infill(llm.vocab, prompt, body.suffix, n_batch=llm.ctx.n_batch,
-                                     n_predict=sp.max_tokens, n_ctx=llm.ctx.n_ctx_seq)
+                                     n_predict=sp.max_tokens, n_ctx=llm.ctx.n_ctx_seq), []
+        media: list[Any] = []
+        if body.images:
+            parts = [*image_parts(body.images, "images"), {"type": "text", "text": prompt}]
+            (message,), media = _mm.split(llm, [{"role": "user", "content": parts}],
+                                          allow_files=False)
+            prompt = str(message["content"])
         if body.raw:
             text = prompt
         elif body.template:
@@ -476,9 +499,11 @@ class OllamaRoutes:
             messages = [{"role": "system", "content": body.system}] if body.system else []
             messages.append({"role": "user", "content": prompt})
             text = llm.apply_chat_template(messages)
+        if media:
+            return text, media
         if body.context:
-            return [*llm.tokenize(body.context), *llm.tokenize(text, add_special=False)]
-        return llm.tokenize(text)
+            return [*llm.tokenize(body.context), *llm.tokenize(text, add_special=False)], []
+        return llm.tokenize(text), []
 
     async def _generate_lines(self, name: str, run: _Run) -> AsyncIterator[str]:
         try:
@@ -489,8 +514,11 @@ class OllamaRoutes:
             c = run.handle.completion
             if c is None:  # pragma: no cover - a finished handle has its completion
                 raise RuntimeError("the request ended without a result")
-            yield _line({"model": name, "created_at": _now(), "response": "", "done": True,
-                         **run.stats(c), "context": [*run.prompt_tokens, *c.tokens]})
+            last = {"model": name, "created_at": _now(), "response": "", "done": True,
+                    **run.stats(c)}
+            if run.plan is None:  # a plan here holds images: no context to hand back
+                last["context"] = [*run.prompt_tokens, *c.tokens]
+            yield _line(last)
         except Exception as exc:
             yield _line({"error": from_exception(exc).message})
 
@@ -510,7 +538,7 @@ class OllamaRoutes:
             # input all the same, the mean of its tokens' (never token vectors)
             pooling = "mean" if llm.ctx.pooling == PoolingType.NONE else None
             try:
-                count = sum(len(llm.tokenize(x)) for x in texts)
+                count = await off_loop(lambda: sum(len(llm.tokenize(x)) for x in texts))
                 vectors = await asyncio.to_thread(
                     lambda: llm.embed(texts, normalize=normalize, truncate=truncate,
                                       pooling=pooling))
@@ -520,7 +548,7 @@ class OllamaRoutes:
 
     async def embed(self, request: Request) -> Response:
         started = time.monotonic()
-        body = EmbedBody.parse(await json_body(request))
+        body = await parse_body(request, EmbedBody.parse)
         raw = body.input
         texts = [raw] if isinstance(raw, str) else list(raw or [])
         if body.dimensions is not None and body.dimensions < 1:
@@ -543,7 +571,7 @@ class OllamaRoutes:
                              "load_duration": _ns(load), "prompt_eval_count": count})
 
     async def embeddings(self, request: Request) -> Response:
-        body = EmbeddingsBody.parse(await json_body(request))
+        body = await parse_body(request, EmbeddingsBody.parse)
         texts = [body.prompt] if body.prompt else []
         vectors, _, _ = await self._embed(body.model_name, parse_keep_alive(body.keep_alive),
                                           texts, normalize=False, truncate=True)

@@ -22,7 +22,7 @@ from ...engine.results import Completion
 from ...objects.params import SamplingParams
 from ...objects.vocab import Vocab
 from . import tools as chat_tools
-from .errors import bad_request, from_exception, json_body
+from .errors import bad_request, from_exception, off_loop, parse_body
 from .manager import LoadedModel
 from .schemas import (ChatRequest, CompletionRequest, EmbeddingRequest, check_messages,
                       make_sampling, response_schema, sampling_kwargs)
@@ -135,18 +135,18 @@ class OpenAIRoutes:
             if schema is not None:
                 kw["json_schema"] = schema
             sp = make_sampling(lm.llm.sampling, kw)
-            plan = chat_tools.plan(lm.llm, messages, sp, tools, tool_choice,
-                                   body.chat_template_kwargs)
-            handles = submit_all(body.n, lambda i: lm.llm.submit(
+            plan = await off_loop(lambda: chat_tools.plan(lm.llm, messages, sp, tools,
+                                                          tool_choice, body.chat_template_kwargs))
+            handles = await off_loop(lambda: submit_all(body.n, lambda i: lm.llm.submit(
                 plan.prompt, _seeded(plan.sampling, i), timeout=self.state.config.request_timeout,
-                **plan.submit_kwargs()))
+                **plan.submit_kwargs())))
         except BaseException as exc:
             await stack.aclose()
             raise from_exception(exc) from exc
         return ChatRun(stack, lm, handles, plan)
 
     async def chat(self, request: Request) -> Response:
-        body = ChatRequest.parse(await json_body(request))
+        body = await parse_body(request, ChatRequest.parse)
         stack, lm, handles, plan = await self.start_chat(body)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -215,7 +215,7 @@ class OpenAIRoutes:
     # -- text completions ------------------------------------------------------------------
 
     async def completions(self, request: Request) -> Response:
-        body = CompletionRequest.parse(await json_body(request))
+        body = await parse_body(request, CompletionRequest.parse)
         prompts: list[Any]
         p = body.prompt
         if isinstance(p, str) or (isinstance(p, list) and p and isinstance(p[0], int)):
@@ -237,9 +237,9 @@ class OpenAIRoutes:
             sp = make_sampling(lm.llm.sampling, kw)
             jobs = [(k, i) for k in range(len(prompts)) for i in range(body.n)]
             extra: dict[str, Any] = {"suffix": body.suffix} if body.suffix is not None else {}
-            handles = submit_all(len(jobs), lambda j: lm.llm.submit(
+            handles = await off_loop(lambda: submit_all(len(jobs), lambda j: lm.llm.submit(
                 prompts[jobs[j][0]], _seeded(sp, jobs[j][1]), echo=body.echo,
-                timeout=self.state.config.request_timeout, **extra))
+                timeout=self.state.config.request_timeout, **extra)))
             echoes = [self._prompt_text(lm, x) if body.echo else "" for x in prompts]
 
             def logprobs_of(j: int, c: Completion) -> dict[str, Any] | None:
@@ -311,7 +311,7 @@ class OpenAIRoutes:
     # -- embeddings ----------------------------------------------------------------------------
 
     async def embeddings(self, request: Request) -> Response:
-        body = EmbeddingRequest.parse(await json_body(request))
+        body = await parse_body(request, EmbeddingRequest.parse)
         raw = body.input
         items: list[Any]
         if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
@@ -328,7 +328,7 @@ class OpenAIRoutes:
             try:
                 texts = [x if isinstance(x, str) else llm.vocab.detokenize(list(x))
                          for x in items]
-                counts = [len(llm.tokenize(t)) for t in texts]
+                counts = await off_loop(lambda: [len(llm.tokenize(t)) for t in texts])
                 # a model without pooling of its own (a generative one): the mean of
                 # its tokens' vectors, one vector per input as OpenAI's shape has it
                 pooling = "mean" if llm.ctx.pooling == PoolingType.NONE else None
@@ -355,7 +355,7 @@ class OpenAIRoutes:
 
     async def model(self, request: Request) -> Response:
         name = request.path_params["model"]
-        entry = self.state.config.find(name)
+        entry = self.state.config.resolve(name)
         if entry is None:
             raise from_exception(self.state.manager_lookup_error(name))
         return JSONResponse(self.state.model_card(entry.name))
