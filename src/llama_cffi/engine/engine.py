@@ -295,7 +295,10 @@ class Engine:
     def _step(self) -> None:
         self._reap()
         self._admit()
-        if not any(s.busy for s in self.slots) or runs.try_run(self):
+        if not any(s.busy for s in self.slots):
+            self._update_gauges()  # the last requests were reaped: nothing is running now
+            return
+        if runs.try_run(self):
             return
         if self._build_batch() == 0:
             return
