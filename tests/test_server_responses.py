@@ -323,6 +323,13 @@ def test_refusals_name_the_field(server: Server, model: str) -> None:
             "tool_choice", "other")
     refused({"input": "Hi", "text": {"format": {"type": "json_schema", "name": "x"}}},
             "text.format.schema")
+    refused({"input": "Hi", "tools": [dict(WEATHER, name="get_weather\n")]}, "tools[0].name")
+    refused({"input": "Hi", "tools": [WEATHER], "tool_choice": {"type": "function",
+                                                               "function": "get_weather"}},
+            "tool_choice.name")
+    refused({"input": "Hi", "tool_choice": {"type": "web_search_preview"}}, "tool_choice",
+            "web_search_preview")
+    refused({"input": "Hi", "include": ["everything"]}, "include", "everything")
     refused({"input": "Hi", "background": True}, "background")
     refused({"input": "Hi", "frobnicate": 1}, "frobnicate")
     refused({}, "input")

@@ -27,6 +27,12 @@ HOSTED_TOOLS = ("web_search", "web_search_preview", "file_search", "computer_use
 
 ROLES = ("user", "system", "developer", "assistant")
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
+INCLUDES = frozenset({LOGPROBS_INCLUDE, "reasoning.encrypted_content", "file_search_call.results",
+                      "web_search_call.action.sources", "web_search_call.results",
+                      "code_interpreter_call.outputs", "computer_call_output.output.image_url",
+                      "message.input_image.image_url"})
+"""``include`` values OpenAI documents; only the log-probabilities add anything here
+(the others ask for parts of hosted tools' or reasoning output, which never occur)."""
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -81,9 +87,9 @@ class ResponsesRequest(_Body):
             raise bad_request("stored prompt templates ('prompt') are not supported by this "
                               "server: send instructions and input", "prompt")
         for i, item in enumerate(self.include or []):
-            if item != LOGPROBS_INCLUDE:
-                raise bad_request(f"include[{i}] {item!r} is not supported (only "
-                                  f"{LOGPROBS_INCLUDE!r})", "include")
+            if item not in INCLUDES:
+                raise bad_request(f"include[{i}] {item!r} is not a known include value "
+                                  f"({', '.join(sorted(INCLUDES))})", "include")
 
 
 def _where_type(value: Any, where: str, kind: type, what: str) -> None:
@@ -108,7 +114,7 @@ def check_tools(tools: list[Any] | None) -> list[dict[str, Any]] | None:
             raise bad_request(f"{where}.type must be 'function', got {kind!r}", f"{where}.type")
         fn = tool["function"] if isinstance(tool.get("function"), dict) else tool
         name = fn.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise bad_request(f"{where}.name must be 1-64 letters, digits, '_', '.' or '-', "
                               f"got {name!r}", f"{where}.name")
         params = fn.get("parameters")
@@ -139,7 +145,9 @@ def check_tool_choice(choice: Any, tools: list[dict[str, Any]] | None) -> Any:
         what = "allowed_tools lists" if kind == "allowed_tools" else f"type {kind!r}"
         raise bad_request(f"tool_choice {what} are not supported by this server (only 'none', "
                           "'auto', 'required' or a function)", "tool_choice")
-    name = choice.get("name", (choice.get("function") or {}).get("name"))
+    name = choice.get("name")
+    if name is None and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")  # the chat shape
     if not isinstance(name, str):
         raise bad_request("tool_choice.name must name a function", "tool_choice.name")
     if not any(t["function"]["name"] == name for t in tools or []):
