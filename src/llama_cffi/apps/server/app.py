@@ -80,9 +80,7 @@ class Counting:
             if gone[0] or is_disconnect(exc):
                 gone[0] = True
             elif sent[0]:  # the answer has begun: it cannot become an error answer now
-                log.error("%s %s failed after its answer began", method, scope["path"],
-                          exc_info=exc)
-                raise
+                raise  # (uvicorn logs it with its traceback and closes the connection)
             else:
                 error = from_exception(exc)  # a bug: logged with its traceback
                 await _send_error(counting_send, error)
