@@ -64,12 +64,21 @@ def test_missing_backend_fails_the_build(tmp_path: Path) -> None:
     At the pinned commit llama.cpp's own CMake already refuses a missing Vulkan
     SDK; our CMakeLists adds a second check (every GGML_<X>=ON must have
     produced its ggml-<x> target) for llama.cpp checkouts that only warn.
+    The SDK is made unfindable even where one is installed (system-wide, or
+    the kit of scripts/vulkan_sdk.sh in the environment):
+    CMAKE_DISABLE_FIND_PACKAGE_Vulkan makes find_package(Vulkan) fail as if
+    nothing were there, and the kit's variables are dropped.
     """
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VULKAN_SDK", "CMAKE_ARGS", "CMAKE_PREFIX_PATH")}
     proc = subprocess.run(
         ["cmake", "-S", str(ROOT), "-B", str(tmp_path / "b"), "-G", "Ninja",
-         "-DGGML_VULKAN=ON", f"-DPython_EXECUTABLE={sys.executable}"],
-        capture_output=True, text=True, timeout=300)
+         "-DGGML_VULKAN=ON", f"-DPython_EXECUTABLE={sys.executable}",
+         "-DCMAKE_DISABLE_FIND_PACKAGE_Vulkan=ON"],
+        capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "Vulkan" in out and "CMake Error" in out
+    # our own check names the backend and the way out
+    assert "did not create the ggml-vulkan backend" in " ".join(out.split())
     assert not (tmp_path / "b" / "build.ninja").exists()  # nothing to build from
