@@ -1,7 +1,8 @@
 """Small synthetic GGUF files written with the ``gguf`` package for tests:
-a Mixture-of-Experts model (llama architecture with experts) and a LoRA
-adapter for SmolLM2. Weights are random, so output is meaningless but
-deterministic, which is all placement and adapter tests need."""
+a Mixture-of-Experts model (llama architecture with experts), a dense model
+of the same shape (the Vulkan device tests) and a LoRA adapter for SmolLM2.
+Weights are random, so output is meaningless but deterministic, which is all
+placement and adapter tests need."""
 
 from __future__ import annotations
 
@@ -96,6 +97,48 @@ def write_moe_model(path: Path, tokenizer_source: Path, seed: int = 0,
 
 
 EXPERT_BYTES_PER_LAYER = 3 * N_EXPERT * N_FF * N_EMBD * 4
+
+
+def write_dense_model(path: Path, tokenizer_source: Path, seed: int = 0) -> Path:
+    """A 4-layer dense llama-architecture model (f32) of the same shape as the MoE."""
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("synthetic-dense")
+    w.add_context_length(512)
+    w.add_embedding_length(N_EMBD)
+    w.add_block_count(N_LAYER)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_head_count_kv(N_HEAD)
+    w.add_rope_dimension_count(N_EMBD // N_HEAD)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    n_vocab = _copy_tokenizer(w, tokenizer_source)
+    w.add_vocab_size(n_vocab)
+
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", rand(n_vocab, N_EMBD))
+    w.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    for i in range(N_LAYER):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(p + name + ".weight", rand(N_EMBD, N_EMBD))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        w.add_tensor(p + "ffn_gate.weight", rand(N_FF, N_EMBD))
+        w.add_tensor(p + "ffn_up.weight", rand(N_FF, N_EMBD))
+        w.add_tensor(p + "ffn_down.weight", rand(N_EMBD, N_FF))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+# bytes of one repeating layer of the dense model (f32)
+DENSE_BYTES_PER_LAYER = (4 * N_EMBD * N_EMBD + 3 * N_FF * N_EMBD + 2 * N_EMBD) * 4
 
 
 def write_lora(path: Path, n_embd: int, layers: range, rank: int = 8, seed: int = 0,
