@@ -224,6 +224,13 @@ def test_text_format(client: openai.OpenAI, model: str) -> None:
     parsed = client.responses.parse(model=model, input="Give the largest city of Japan.",
                                     max_output_tokens=60, temperature=0, text_format=City)
     assert parsed.status == "completed" and isinstance(parsed.output_parsed, City)
+    # a schema beside tools (chat's one grammar): a call, or text that follows the schema
+    both = client.responses.create(
+        model=model, input="Give the largest city of Japan as JSON.", max_output_tokens=60,
+        temperature=0, tools=[WEATHER],  # type: ignore[list-item]
+        text={"format": {"type": "json_schema", "name": "city", "schema": CITY}})
+    if not any(item.type == "function_call" for item in both.output):
+        jsonschema.validate(json.loads(both.output_text), CITY)
     r = client.responses.create(model=model, input="Describe Paris as JSON.",
                                 max_output_tokens=40, temperature=0,
                                 text={"format": {"type": "json_object"}})
