@@ -19,7 +19,7 @@ from .context import Context
 from .gguf_check import check_gguf
 from .handle import Handle, SharedUse
 from .params import ContextParams, ModelParams
-from .system import check_rpc_devices, find_device
+from .system import check_gpu_offload, check_rpc_devices, find_device
 from .vocab import Vocab
 
 ProgressCallback = Callable[[float], "bool | None"]
@@ -72,6 +72,7 @@ def _c_params(p: ModelParams, keep: list[Any]) -> CData:
         check_rpc_devices(devs)
     else:
         check_rpc_devices(None)
+        check_gpu_offload(p.n_gpu_layers, None)
     overrides = placement.override_list(p.tensor_overrides, p.cpu_moe, p.n_cpu_moe,
                                          p.n_cpu_ffn)
     if overrides:

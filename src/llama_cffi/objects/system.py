@@ -73,6 +73,36 @@ def check_rpc_devices(devs: list[CData] | None) -> None:
                     "that device (llama.cpp would abort the process)")
 
 
+# compiled backends that bring no device of their own (RPC devices are added
+# by the user, BLAS only speeds up the CPU)
+_HOST_BACKENDS = frozenset({"CPU", "BLAS", "RPC"})
+
+
+def check_gpu_offload(n_gpu_layers: int | None, devs: list[CData] | None) -> None:
+    """Refuse ``n_gpu_layers`` when this build's GPU backend found no device.
+
+    llama.cpp treats ``n_gpu_layers`` as a limit and quietly runs on the CPU
+    when there is no GPU. In a build with a GPU backend compiled in (Vulkan,
+    CUDA ...) that usually means a missing driver or hidden devices, so asking
+    for layers on the GPU without any GPU-type device raises instead. A
+    CPU-only build keeps llama.cpp's behaviour (``n_gpu_layers`` is ignored);
+    so does ``devices=[...]`` (each named device was found) and the default
+    (``None``).
+    """
+    gpu_backends = [b for b in BUILD_BACKENDS if b not in _HOST_BACKENDS]
+    if not n_gpu_layers or devs is not None or not gpu_backends:
+        return
+    ensure_initialised()
+    found = [d for d in backend.all_devices()
+             if backend.device_type(d) in (backend.DEVICE_TYPE_GPU, backend.DEVICE_TYPE_IGPU)]
+    if not found:
+        raise LlamaError(
+            f"n_gpu_layers={n_gpu_layers} asks for GPU offload, but this build's "
+            f"{', '.join(gpu_backends)} backend found no device (driver missing, devices "
+            "hidden by GGML_VK_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES ...); pass "
+            "n_gpu_layers=0 to run on the CPU")
+
+
 def _device(index: int, dev: CData) -> Device:
     if _is_rpc(dev) and not rpc_endpoint_alive(backend.device_description(dev)):
         return Device(index=index, name=backend.device_name(dev),

@@ -1,0 +1,329 @@
+"""Placement on real Vulkan devices (marker ``vulkan``).
+
+Runs only when the installed llama_cffi was built with ``-DGGML_VULKAN=ON``
+(scripts/vulkan_sdk.sh; docs/building.md), and then every test first checks
+that the Vulkan devices it needs exist, and fails otherwise: a wrong driver
+path must not turn into a silent CPU run. Without a GPU, Mesa's lavapipe
+(a Vulkan driver that runs on the CPU) is the device:
+``GGML_VK_VISIBLE_DEVICES=0,0`` lists it twice (Vulkan0, Vulkan1), enough
+for a real split. lavapipe is slow, so the models are tiny synthetic GGUFs
+(tests/synthetic.py) and each generation is a few tokens.
+
+Each placement is compared with llama.cpp's own ``llama-completion`` from the
+same Vulkan build (``LLAMA_CFFI_TOOLS_DIR`` = that build's ``bin/``) run with
+the same flags: the buffer sizes per buffer type it reports (weights, KV
+cache) and its greedy text.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import llama_cffi as lc
+from llama_cffi._bindings.log import buffer_sizes
+from llama_cffi.raw import BUILD_BACKENDS
+
+from .synthetic import (DENSE_BYTES_PER_LAYER, EXPERT_BYTES_PER_LAYER, N_LAYER,
+                        write_dense_model, write_moe_model)
+
+pytestmark = [
+    pytest.mark.vulkan,
+    pytest.mark.skipif("VULKAN" not in BUILD_BACKENDS,
+                       reason="this llama_cffi was built without -DGGML_VULKAN=ON"),
+]
+
+PROMPT = "The old lighthouse keeper"
+N_TOKENS = 6
+MIB = 2**20
+# llama.cpp reports sizes in MiB with two decimals
+ROUNDING = 0.011 * MIB
+
+
+def vulkan_devices(n: int) -> list[str]:
+    """The names of the first ``n`` Vulkan devices; fails the test if there are fewer."""
+    names = [d.name for d in lc.devices() if d.backend == "Vulkan"]
+    if len(names) < n:
+        pytest.fail(
+            f"this test needs {n} Vulkan device(s), found {names or 'none'}: check the "
+            "driver (VK_ICD_FILENAMES from scripts/vulkan_sdk.sh) and, for lavapipe or to "
+            "list a GPU twice, GGML_VK_VISIBLE_DEVICES=0,0")
+    return names[:n]
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+    return write_dense_model(tmp_path_factory.mktemp("vk") / "dense.gguf", smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def moe(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+    return write_moe_model(tmp_path_factory.mktemp("vk") / "moe.gguf", smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def vk_tools(tools_dir: Path) -> Path:
+    """llama.cpp's tools of a Vulkan build (they list the same Vulkan devices)."""
+    proc = subprocess.run([str(tools_dir / "llama-completion"), "--list-devices"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if "Vulkan0" not in proc.stdout + proc.stderr:
+        pytest.fail(f"the tools in {tools_dir} list no Vulkan device: set LLAMA_CFFI_TOOLS_DIR "
+                    f"to the bin/ of the Vulkan build\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+    return tools_dir
+
+
+class ToolRun:
+    """What llama-completion printed: the generated text and its buffer reports."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[bytes]) -> None:
+        self.text = proc.stdout
+        lines = [(0, line) for line in proc.stderr.decode(errors="replace").splitlines()]
+        self.model = buffer_sizes(lines, "model")
+        self.kv = buffer_sizes(lines, "KV")
+
+
+def llama_completion(tools: Path, model: Path, flags: list[str]) -> ToolRun:
+    cmd = [str(tools / "llama-completion"), "-m", str(model), "-p", PROMPT,
+           "-n", str(N_TOKENS), "--temp", "0", "-no-cnv", "--no-display-prompt", "-c", "256",
+           "-t", "2", "--no-warmup", "-fit", "off", "-lm", "none", *flags]
+    proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    return ToolRun(proc)
+
+
+def greedy(model: lc.Model, ctx_kw: dict[str, object] | None = None,
+           n: int = N_TOKENS) -> tuple[bytes, dict[str, int]]:
+    """Greedy text for PROMPT (as llama-completion prints it) and the KV buffers."""
+    with model.context(n_ctx=256, n_threads=2, n_threads_batch=2, **(ctx_kw or {})) as ctx, \
+            lc.Batch(1) as batch:
+        ctx.eval_tokens(model.vocab.tokenize(PROMPT, add_special=True), 0)
+        pos = ctx.seq_pos_max(0) + 1
+        out = []
+        for _ in range(n):
+            tok = int(np.argmax(ctx.logits()))
+            if model.vocab.is_eog(tok):
+                break
+            out.append(tok)
+            batch.clear()
+            batch.add(tok, pos, (0,), True)
+            ctx.decode(batch)
+            pos += 1
+        text = b"".join(model.vocab.token_to_piece(t) for t in out)
+        return text, dict(ctx.buffers["KV"])
+
+
+def vk(buffers: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in buffers.items() if k.startswith("Vulkan")}
+
+
+def host(buffers: dict[str, int]) -> int:
+    return sum(v for k, v in buffers.items() if k.startswith("CPU"))
+
+
+def same_as_tool(model: lc.Model, tool: ToolRun, ctx_kw: dict[str, object] | None = None
+                 ) -> tuple[bytes, dict[str, int]]:
+    """Weights, KV cache and greedy text equal what llama-completion reported."""
+    assert model.buffers == tool.model
+    text, kv = greedy(model, ctx_kw)
+    assert kv == tool.kv
+    assert text == tool.text
+    return text, kv
+
+
+def test_devices_and_system_info() -> None:
+    names = vulkan_devices(1)
+    info = lc.system_info()
+    assert "VULKAN" in info.compiled_backends and "GGML_VULKAN" in info.build_options
+    (reg,) = [b for b in info.backends if b.name == "Vulkan"]
+    listed = [d for d in info.devices if d.backend == "Vulkan"]
+    assert reg.n_devices == len(listed) >= 1
+    assert [d.name for d in listed][:1] == names[:1]
+    for d in listed:
+        assert d.name.startswith("Vulkan") and d.description
+        assert d.type in ("gpu", "igpu")
+        assert 0 < d.memory_free <= d.memory_total
+    assert "Vulkan0" in str(info)
+    print(info)  # the test log shows which devices ran
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("ngl", [0, 3, -1])
+def test_n_gpu_layers_places_layers_and_kv_like_llama_cpp(ngl: int, dense: Path,
+                                                          vk_tools: Path) -> None:
+    (dev,) = vulkan_devices(1)
+    tool = llama_completion(vk_tools, dense, ["-dev", dev, "-ngl", str(ngl if ngl >= 0 else 99)])
+    with lc.Model(dense, devices=[dev], n_gpu_layers=ngl, load_mode="none") as model:
+        _, kv = same_as_tool(model, tool)
+        weights = vk(model.buffers)
+        if ngl == 0:
+            assert weights == {} and vk(kv) == {}
+            return
+        # -ngl N: the output layer and the last N-1 repeating layers on the device
+        on_device = N_LAYER if ngl < 0 else ngl - 1
+        (size,) = weights.values()
+        assert list(weights) == [dev]
+        # the output layer's weights are the tied token embeddings (a copy)
+        output = model.vocab.n_tokens * 64 * 4 + 64 * 4
+        assert size == pytest.approx(on_device * DENSE_BYTES_PER_LAYER + output, abs=ROUNDING)
+        # KV cells of the offloaded layers on the device, the others in host memory
+        total_kv = sum(kv.values())
+        assert vk(kv)[dev] == pytest.approx(total_kv * on_device / N_LAYER, abs=ROUNDING)
+
+
+def test_all_layers_on_the_device_give_the_cpu_tokens(smollm2_path: Path) -> None:
+    """SmolLM2 wholly on Vulkan0 (31 layers, KV, output) greedy-decodes as on the CPU."""
+    (dev,) = vulkan_devices(1)
+    with lc.Model(smollm2_path, n_gpu_layers=0, devices=[]) as model:
+        cpu, _ = greedy(model, n=4)
+    with lc.Model(smollm2_path, n_gpu_layers=-1, devices=[dev]) as model:
+        assert set(vk(model.buffers)) == {dev}
+        device, kv = greedy(model, n=4)
+        assert set(kv) == {dev}
+    assert device == cpu and len(device) > 0
+
+
+@pytest.mark.tools
+def test_tensor_split_over_two_devices(dense: Path, vk_tools: Path) -> None:
+    devs = vulkan_devices(2)
+    for split in ([1, 1], [3, 1]):
+        tool = llama_completion(vk_tools, dense, ["-dev", ",".join(devs), "-ngl", "99",
+                                                  "-sm", "layer",
+                                                  "-ts", ",".join(map(str, split))])
+        with lc.Model(dense, devices=devs, n_gpu_layers=-1, split_mode="layer",
+                      tensor_split=split, load_mode="none") as model:
+            same_as_tool(model, tool)
+            weights = vk(model.buffers)
+            assert set(weights) == set(devs), model.buffers
+            layers_first = round(weights[devs[0]] / DENSE_BYTES_PER_LAYER)
+            assert layers_first == {1: 2, 3: 3}[split[0]], weights
+
+
+@pytest.mark.tools
+def test_main_gpu_with_split_mode_none(dense: Path, vk_tools: Path) -> None:
+    devs = vulkan_devices(2)
+    tool = llama_completion(vk_tools, dense, ["-dev", ",".join(devs), "-ngl", "99",
+                                              "-sm", "none", "-mg", "1"])
+    with lc.Model(dense, devices=devs, n_gpu_layers=-1, split_mode="none", main_gpu=1,
+                  load_mode="none") as model:
+        _, kv = same_as_tool(model, tool)
+        assert list(vk(model.buffers)) == [devs[1]]
+        assert list(vk(kv)) == [devs[1]]
+
+
+def test_split_mode_row_is_refused(dense: Path) -> None:
+    devs = vulkan_devices(2)
+    with pytest.raises((ValueError, lc.LlamaError), match="row"):
+        lc.Model(dense, devices=devs, n_gpu_layers=-1, split_mode="row")
+
+
+# (llama-completion flags, context parameters, where the KV cache goes)
+KV_SETTINGS = {
+    "kv on device": ([], {}, "Vulkan"),
+    "kv in host memory": (["-nkvo"], {"offload_kqv": False}, "CPU"),
+    "flash attention off": (["-fa", "off"], {"flash_attn": False}, "Vulkan"),
+    "flash attention on": (["-fa", "on"], {"flash_attn": True}, "Vulkan"),
+    "q8_0 kv": (["-fa", "on", "-ctk", "q8_0", "-ctv", "q8_0"],
+                {"flash_attn": True, "type_k": "q8_0", "type_v": "q8_0"}, "Vulkan"),
+}
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("name", list(KV_SETTINGS))
+def test_kv_cache_settings_on_the_device(name: str, dense: Path, vk_tools: Path) -> None:
+    flags, ctx_kw, where = KV_SETTINGS[name]
+    (dev,) = vulkan_devices(1)
+    tool = llama_completion(vk_tools, dense, ["-dev", dev, "-ngl", "99", *flags])
+    with lc.Model(dense, devices=[dev], n_gpu_layers=-1, load_mode="none") as model:
+        _, kv = same_as_tool(model, tool, ctx_kw)
+    (buft,) = kv
+    assert buft.startswith(where), kv
+    # f16 K and V: 256 cells x 64 values x 2 bytes x 2 x 4 layers; q8_0: 34/32 bytes per value
+    f16 = 256 * 64 * 2 * 2 * N_LAYER
+    expected = f16 * 34 // 64 if "q8_0" in name else f16
+    assert kv[buft] == pytest.approx(expected, abs=ROUNDING)
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("kwargs,flags,layers", [
+    ({"cpu_moe": True}, ["--cpu-moe"], N_LAYER),
+    ({"n_cpu_moe": 2}, ["--n-cpu-moe", "2"], 2),
+    ({"tensor_overrides": {r"blk\.3\.ffn_.*_exps": "CPU"}}, ["-ot", r"blk\.3\.ffn_.*_exps=CPU"], 1),
+])
+def test_cpu_moe_keeps_exactly_the_experts_in_host_memory(
+        kwargs: dict[str, object], flags: list[str], layers: int, moe: Path,
+        vk_tools: Path) -> None:
+    (dev,) = vulkan_devices(1)
+    with lc.Model(moe, devices=[dev], n_gpu_layers=-1, load_mode="none") as model:
+        assert model.is_moe and model.n_expert == 4
+        base = dict(model.buffers)
+    tool = llama_completion(vk_tools, moe, ["-dev", dev, "-ngl", "99", *flags])
+    with lc.Model(moe, devices=[dev], n_gpu_layers=-1, load_mode="none", **kwargs) as model:
+        same_as_tool(model, tool)
+        moved = layers * EXPERT_BYTES_PER_LAYER
+        assert host(model.buffers) - host(base) == pytest.approx(moved, abs=ROUNDING)
+        assert base[dev] - model.buffers[dev] == pytest.approx(moved, abs=ROUNDING)
+
+
+def test_engine_with_four_slots_on_the_device(dense: Path) -> None:
+    (dev,) = vulkan_devices(1)
+    prompts = ["The old lighthouse keeper", "Once upon a time", "Rain fell on", "In the year"]
+    with lc.LLM(dense, devices=[dev], n_gpu_layers=-1, n_ctx=512, n_seq_max=4,
+                n_threads=2) as llm:
+        assert len(llm.engine.slots) == 4
+        assert set(llm.ctx.buffers["KV"]) == {dev}
+        together = [c.text for c in llm.generate_batch(prompts, max_tokens=4, temperature=0)]
+        alone = [llm.complete(p, max_tokens=4, temperature=0).text for p in prompts]
+    assert together == alone
+    assert len(set(together)) > 1
+
+
+def test_closing_an_offloaded_model_gives_the_memory_back(dense: Path) -> None:
+    (dev,) = vulkan_devices(1)
+
+    def free() -> int:
+        (d,) = [d for d in lc.devices() if d.name == dev]
+        return d.memory_free
+
+    before = free()
+    model = lc.Model(dense, devices=[dev], n_gpu_layers=-1, load_mode="none")
+    ctx = model.context(n_ctx=256)
+    loaded = free()
+    used = model.buffers[dev] + ctx.buffers["KV"][dev]
+    # the device's own count of free memory shows the weights and the KV cache
+    assert before - loaded >= used - ROUNDING, (before, loaded, used)
+    ctx.close()
+    model.close()
+    # back to the value before the load, within 1 MiB (allocator rounding)
+    assert abs(free() - before) <= MIB, (before, free())
+
+
+HIDDEN = """
+import llama_cffi as lc
+print("DEVICES", [d.name for d in lc.devices()])
+try:
+    lc.Model({model!r}, devices=["Vulkan0"])
+except lc.LlamaError as e:
+    print("RAISED", e)
+try:
+    lc.Model({model!r}, n_gpu_layers=99)
+except lc.LlamaError as e:
+    print("RAISED", e)
+"""
+
+
+def test_asking_for_vulkan_with_the_devices_hidden_is_an_error(dense: Path) -> None:
+    vulkan_devices(1)  # they exist here; the child hides them
+    env = dict(os.environ, VK_ICD_FILENAMES="/nonexistent/icd.json",
+               VK_DRIVER_FILES="/nonexistent/icd.json", GGML_VK_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", HIDDEN.format(model=str(dense))],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DEVICES ['CPU']" in proc.stdout
+    assert "RAISED no device named 'Vulkan0'" in proc.stdout
+    assert "RAISED n_gpu_layers=99" in proc.stdout, proc.stdout
