@@ -17,9 +17,21 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 #define LLAMA_CFFI_RUN_TAIL 512
 #define LLAMA_CFFI_RUN_MAX_STOP 128
+#define LLAMA_CFFI_RUN_MAX_PROBS 32
+
+/* a store another thread may read while the run goes on: everything the run
+ * wrote before it is visible to a reader that sees the new value */
+#if defined(__GNUC__) || defined(__clang__)
+#define LLAMA_CFFI_PUBLISH(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#else
+#define LLAMA_CFFI_PUBLISH(p, v) (*(volatile int32_t *) (p) = (v))
+#endif
 
 typedef struct llama_cffi_run_slot {
     /* set by Python before the run */
@@ -44,6 +56,15 @@ typedef struct llama_cffi_run_slot {
     int32_t n_out;
     int32_t why;            /* 0, or why the run ended here: 1 end of generation,
                                2 last allowed token, 3 maybe a stop string, 4 sequence full */
+    /* log-probabilities of the chosen tokens, set by Python: n_probs < 0 none,
+     * else the chosen token's and the n_probs best (at most LLAMA_CFFI_RUN_MAX_PROBS) */
+    int32_t n_probs;
+    double * lp_out;        /* room for max_steps * (1 + n_probs): chosen, then the best */
+    int32_t * lp_ids;       /* room for max_steps * n_probs: the best ids, best first */
+    /* streaming, set by Python: 1 publishes each token as soon as it is chosen */
+    int32_t stream;
+    int32_t n_pub;          /* tokens of out (and lp_out) published: another thread reads
+                               it while the run goes on (LLAMA_CFFI_PUBLISH) */
 } llama_cffi_run_slot;
 
 typedef struct llama_cffi_run_result {
@@ -202,6 +223,48 @@ static int32_t llama_cffi_argmax_biased(const float * x, int32_t n, const llama_
     return llama_cffi_argmax(scratch, n);
 }
 
+/* The log-softmax of row x at token tok and at the n_top largest logits
+ * (found by partial selection: a sorted list of n_top, no sort of the row),
+ * in double as the per-step path computes it: x - (max + log(sum(exp(x - max)))).
+ * lp[0] is tok's, lp[1 + k] that of ids[k]; the best come first, the lower
+ * id first among equal logits; NaN logits are never among the best. */
+static void llama_cffi_logprobs(const float * x, int32_t n_vocab, int32_t tok, int32_t n_top,
+                                double * lp, int32_t * ids) {
+    double m = -INFINITY;
+    for (int32_t i = 0; i < n_vocab; i++) {
+        if (x[i] > m) {
+            m = x[i];
+        }
+    }
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab; i++) {
+        sum += exp((double) x[i] - m);
+    }
+    const double lse = m + log(sum);
+    lp[0] = (tok >= 0 && tok < n_vocab) ? (double) x[tok] - lse : NAN;
+    int32_t k = 0;
+    for (int32_t i = 0; i < n_vocab && n_top > 0; i++) {
+        const float v = x[i];
+        if (isnan(v) || (k == n_top && !(v > x[ids[k - 1]]))) {
+            continue;
+        }
+        int32_t at = k < n_top ? k++ : k - 1;  /* the last place, then move up */
+        while (at > 0 && v > x[ids[at - 1]]) {
+            ids[at] = ids[at - 1];
+            at--;
+        }
+        ids[at] = i;
+    }
+    for (int32_t j = 0; j < n_top; j++) {
+        if (j >= k) {
+            ids[j] = -1;  /* fewer tokens than asked for */
+            lp[1 + j] = NAN;
+        } else {
+            lp[1 + j] = (double) x[ids[j]] - lse;
+        }
+    }
+}
+
 /* Append a token's text to the slot's tail; 1 when a stop string may have
  * been reached (Python decides on the decoded text). */
 static int32_t llama_cffi_run_stop(const struct llama_vocab * vocab, llama_cffi_run_slot * s,
@@ -237,7 +300,7 @@ static int32_t llama_cffi_run_stop(const struct llama_vocab * vocab, llama_cffi_
 static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batch,
                            llama_cffi_run_slot * slots, int32_t n_slots, int32_t max_steps,
                            const volatile int32_t * interrupt, int64_t budget_us,
-                           llama_cffi_run_result * res) {
+                           int32_t notify_fd, llama_cffi_run_result * res) {
     const struct llama_vocab * vocab = llama_model_get_vocab(llama_get_model(ctx));
     const int32_t n_vocab = llama_vocab_n_tokens(vocab);
     const int64_t t_start = ggml_time_us();
@@ -249,9 +312,17 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
     res->steps = 0;
     res->t_decode_us = 0;
     res->t_sample_us = 0;
+    int32_t streams = 0;
     for (int32_t i = 0; i < n_slots; i++) {
         slots[i].n_out = 0;
         slots[i].why = 0;
+        LLAMA_CFFI_PUBLISH(&slots[i].n_pub, 0);
+        streams |= slots[i].stream;
+        if (slots[i].n_probs > LLAMA_CFFI_RUN_MAX_PROBS
+                || (slots[i].n_probs >= 0 && (slots[i].lp_out == NULL
+                                              || (slots[i].n_probs > 0 && slots[i].lp_ids == NULL)))) {
+            res->status = -4;  /* no room for the log-probabilities: Python takes the step */
+        }
         if (slots[i].n_bias > 0 && scratch == NULL) {
             scratch = (float *) malloc((size_t) n_vocab * sizeof(float));
             if (scratch == NULL) {
@@ -262,7 +333,7 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
     if (rows == NULL || picked == NULL) {
         res->status = -3;
     }
-    if (res->status != 0) {  /* out of memory: Python takes the step */
+    if (res->status != 0) {  /* out of memory or bad slots: Python takes the step */
         free(scratch);
         free(rows);
         free(picked);
@@ -310,12 +381,32 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
         for (int32_t i = 0, r = 0; i < n_slots; i++) {
             llama_cffi_run_slot * s = &slots[i];
             llama_token tok;
+            const float * row = NULL;
             if (s->argmax) {
+                row = rows[r];
                 tok = llama_cffi_argmax_biased(rows[r], n_vocab, s, picked[r], scratch);
                 r++;
                 llama_sampler_accept(s->chain, tok);
             } else {
+                if (s->n_probs >= 0) {  /* the row before the chain changes anything */
+                    row = llama_get_logits_ith(ctx, i);
+                }
                 tok = llama_sampler_sample(s->chain, ctx, i);
+            }
+            if (s->n_probs >= 0) {
+                const int32_t w = 1 + s->n_probs;
+                double * lp = s->lp_out + (size_t) s->n_out * (size_t) w;
+                int32_t * ids = s->lp_ids + (size_t) s->n_out * (size_t) s->n_probs;
+                if (row != NULL) {
+                    llama_cffi_logprobs(row, n_vocab, tok, s->n_probs, lp, ids);
+                } else {  /* no logits (sampled in the graph): nothing to give */
+                    for (int32_t k = 0; k < w; k++) {
+                        lp[k] = NAN;
+                    }
+                    for (int32_t k = 0; k < s->n_probs; k++) {
+                        ids[k] = -1;
+                    }
+                }
             }
             s->n_past++;
             s->out[s->n_out++] = tok;
@@ -329,8 +420,20 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
                 s->next = tok;
             }
             stop_run |= s->why != 0;
+            if (s->stream) {
+                LLAMA_CFFI_PUBLISH(&s->n_pub, s->n_out);
+            }
         }
         res->t_sample_us += ggml_time_us() - t1;
+#ifndef _WIN32
+        if (streams && notify_fd >= 0) {  /* wake the reader of the published tokens */
+            const char one = 1;
+            ssize_t ignored = write(notify_fd, &one, 1);  /* full pipe: it is awake anyway */
+            (void) ignored;
+        }
+#else
+        (void) notify_fd;
+#endif
         if (stop_run) {
             break;
         }

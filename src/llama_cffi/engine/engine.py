@@ -53,7 +53,7 @@ from ..objects.chain import SamplerChain
 from ..objects.context import Context
 from ..objects.params import SamplingParams
 from ..objects.run import GenerationRun
-from . import prompt_logprobs as prompt_lp, runs, state_cache
+from . import prompt_logprobs as prompt_lp, run_stream, runs, state_cache
 from .generation import TokenFacts
 from .media import MediaPrefill, prefill_media
 from .request import _DONE, _ERROR, Cancel, Request, RequestHandle
@@ -117,6 +117,7 @@ class Engine:
         self.run_steps = RUN_STEPS
         """Most steps run in C at a time (:mod:`.runs`); 0: one Python step per token."""
         self._run = GenerationRun(len(self.slots), RUN_STEPS)
+        self._pump: run_stream.StreamPump | None = None  # streamed slots during runs (.run_stream)
         self._split_kv = ctx.n_seq_max > 1 and ctx.n_ctx_seq < ctx.n_ctx
         self.prompt_cache: state_cache.PromptStateCache | None = None
         """Earlier requests' states to restore (:mod:`.state_cache`); set on the engine thread."""
@@ -182,7 +183,7 @@ class Engine:
                 self._pending.append(req)
                 self.metrics.requests_queued = len(self._pending)
                 self._cv.notify_all()
-                self._interrupt()
+                self._run.interrupt()  # a run in C ends after its decode
         if error is not None:
             chain.close()
             raise error
@@ -203,7 +204,7 @@ class Engine:
                 raise error
             self._calls.append((fn, box))
             self._cv.notify_all()
-            self._interrupt()
+            self._run.interrupt()  # a run in C ends after its decode
         ok, value = box.get(timeout=timeout)
         if not ok:
             raise value
@@ -220,17 +221,13 @@ class Engine:
                 return
             self._closed = self._closing = True
             self._cv.notify_all()
-            self._interrupt()
+            self._run.interrupt()  # a run in C ends after its decode
         if threading.current_thread() is not self._thread:
             self._thread.join()
         self._batch.close()
         if self.proposer is not None:
             self.proposer.close()
             self.proposer = None
-
-    def _interrupt(self) -> None:
-        """End a generation run in C after its decode in progress (any thread)."""
-        self._run.interrupt()
 
     def _refusal(self) -> BaseException | None:
         if self.broken is not None:
@@ -291,6 +288,7 @@ class Engine:
                 req.handle._push(_DONE, _cancelled_completion(req))
         for _, box in calls:
             box.put((False, error or EngineDeadError("the engine is closed")))
+        runs.shutdown(self)
 
     def _step(self) -> None:
         self._reap()

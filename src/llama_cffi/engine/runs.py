@@ -8,16 +8,22 @@ same :meth:`Slot.accept` (or, for a request without stop strings,
 :meth:`Slot.accept_run`, its loop over all of them), so the output is the
 same token for token.
 
-A slot keeps the per-step path while its request streams its pieces (each
-piece is handed out as soon as it is decoded), asks for logprobs or a
-stopping criterion, samples with Python samplers or a grammar, has a stop
-string longer than the run follows, or needs its context shifted; and all
-slots do while requests wait for a slot, engine calls are queued, a
-speculative proposer is set or the context has an abort callback. Anything
-that would interrupt a step (a new request, a cancel, a streaming reader,
-an engine call, close) interrupts the run after its decode in progress; a
-request's timeout or cancel callback is checked at least every
-:data:`POLL_SECONDS`.
+A streamed request (a reader of its pieces) runs too: C publishes each of
+its tokens as it is chosen and the :class:`~.run_stream.StreamPump` thread
+hands it to :meth:`Slot.accept` while C decodes the next one, so each piece
+reaches the reader as soon as it is decoded (:mod:`.run_stream`). Logprobs
+(up to :data:`MAX_LOGPROBS` alternatives) are computed in C during the run
+from the same row of logits the per-step path reads.
+
+A slot keeps the per-step path while its request asks for a stopping
+criterion or more than :data:`MAX_LOGPROBS` logprob alternatives, samples
+with Python samplers or a grammar, has a stop string longer than the run
+follows, or needs its context shifted; and all slots do while requests wait
+for a slot, engine calls are queued, a speculative proposer is set or the
+context has an abort callback. Anything that would interrupt a step (a new
+request, a cancel, a reader starting to read pieces, an engine call, close)
+interrupts the run after its decode in progress; a request's timeout or
+cancel callback is checked at least every :data:`POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..objects.run import MAX_STOP_BYTES, GenerationRun, RunSlot
+from ..objects.run import MAX_LOGPROBS, MAX_STOP_BYTES, GenerationRun, RunSlot, TokenLogprobs
+from .run_stream import Entry, Job, StreamPump, accept_tokens
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -52,18 +59,36 @@ def try_run(engine: Engine) -> bool:
     budget = _budget(busy)
     if budget is not None and budget <= 0:
         return False
+    firsts = [s.next_token for s in busy]
+    streamed = [Entry(i, slot) for i, (slot, sp) in enumerate(zip(busy, specs))
+                if sp is not None and sp.stream]
+    job = Job(run, streamed, engine.facts.is_eog, engine.facts.text) if streamed else None
+    if job is not None and engine._pump is None:
+        engine._pump = StreamPump()
+    pump = engine._pump
     try:
         outcome = run.run(engine.ctx, engine._batch, specs, budget,  # type: ignore[arg-type]
-                          engine.run_steps)
+                          engine.run_steps, None if job is None or pump is None
+                          else lambda: pump.start(job))
     except Exception:  # noqa: BLE001 - raised before C ran: the step meets the error itself
-        return False
+        outcome = None
+    finally:
+        if job is not None and job.started and pump is not None:
+            pump.finish(job)  # every published token taken
     if outcome is None or outcome.steps == 0:
         return False
     engine.metrics.decode_calls += outcome.steps
     engine.metrics.run_decode_calls += outcome.steps
     engine.metrics.decode_seconds += outcome.decode_seconds
-    for slot, toks in zip(busy, outcome.tokens):
-        _take(engine, slot, toks)
+    pumped = {e.index: e for e in streamed}
+    for i, (slot, toks) in enumerate(zip(busy, outcome.tokens)):
+        first = firsts[i]
+        assert first is not None
+        e = pumped.get(i)
+        if e is not None:
+            _settle(engine, slot, first, toks, (e.taken, e.finish, e.error))
+        else:
+            _take(engine, slot, first, toks, outcome.logprobs[i])
     engine._update_gauges()
     return True
 
@@ -73,10 +98,12 @@ def _spec(engine: Engine, slot: Slot) -> RunSlot | None:
     if req is None or slot.next_token is None:  # prefill is Python's
         return None
     sp = req.sampling
-    if (req.stopping is not None or sp.logprobs is not None or req.handle._streaming
-            or not GenerationRun.can_run(req.chain)
+    if (req.stopping is not None or not GenerationRun.can_run(req.chain)
             or len(slot.cache) + 1 > engine.ctx.n_ctx_seq):
         return None
+    n_probs = -1 if sp.logprobs is None else sp.logprobs
+    if n_probs > MAX_LOGPROBS or (n_probs >= 0 and req.chain.attached):
+        return None  # (a chain sampling in the graph leaves no logits)
     stops = tuple(s.encode() for s in sp.stop) if sp.stop else ()
     if any(not 0 < len(b) <= MAX_STOP_BYTES for b in stops):
         return None
@@ -86,7 +113,8 @@ def _spec(engine: Engine, slot: Slot) -> RunSlot | None:
     if remaining == 0:
         return None
     return RunSlot(slot.seq_id, len(slot.cache), engine.ctx.n_ctx_seq, remaining,
-                   sp.ignore_eos, slot.next_token, req.chain, stops, tail)
+                   sp.ignore_eos, slot.next_token, req.chain, stops, tail, n_probs,
+                   req.handle._streaming)
 
 
 def _budget(busy: list[Slot]) -> float | None:
@@ -104,38 +132,42 @@ def _budget(busy: list[Slot]) -> float | None:
     return budget
 
 
-def _take(engine: Engine, slot: Slot, tokens: list[int]) -> None:
-    """Hand the slot the tokens a run sampled for it, as the per-step path does."""
-    is_eog = engine.facts.is_eog
+def _take(engine: Engine, slot: Slot, first: int, tokens: list[int],
+          lps: list[TokenLogprobs] | None) -> None:
+    """Hand the slot the tokens a run sampled for it (``first``: the token the
+    run decoded first), as the per-step path does."""
     req = slot.req
     assert req is not None
-    if not req.sampling.stop:  # nothing to find in the text: take the tokens at once
-        decoded = slot.next_token
-        assert decoded is not None
+    taken: tuple[int, str | None, BaseException | None]
+    if not req.sampling.stop and lps is None:  # nothing to find in the text: at once
         try:
-            n, finish = slot.accept_run(tokens, is_eog)
+            taken = (*slot.accept_run(tokens, engine.facts.is_eog), None)
         except BaseException as exc:  # noqa: BLE001 - ends this request only
             engine._finish(slot, "error", exc)
             return
-        slot.cache.append(decoded)
-        slot.cache += tokens[:n - 1]
-        slot.timings.target_passes += n
-        if finish is not None:
-            if n < len(tokens):  # the run decoded past the end: drop those tokens
-                engine.ctx.seq_rm(slot.seq_id, len(slot.cache), -1)
-            engine._finish(slot, finish)
-        return
-    for i, tok in enumerate(tokens):
-        assert slot.next_token is not None
-        slot.cache.append(slot.next_token)  # decoded by the run
-        slot.timings.target_passes += 1
-        error: BaseException | None = None
-        try:
-            finish = slot.accept(tok, is_eog(tok), None)
-        except BaseException as exc:  # noqa: BLE001 - ends this request only
-            finish, error = "error", exc
-        if finish is not None:
-            if i + 1 < len(tokens):  # the run decoded past the end: drop those tokens
-                engine.ctx.seq_rm(slot.seq_id, len(slot.cache), -1)
-            engine._finish(slot, finish, error)
-            return
+    else:
+        taken = accept_tokens(slot, tokens, lps, engine.facts.is_eog, engine.facts.text)
+    _settle(engine, slot, first, tokens, taken)
+
+
+def _settle(engine: Engine, slot: Slot, first: int, tokens: list[int],
+            taken: tuple[int, str | None, BaseException | None]) -> None:
+    """After the slot took ``taken[0]`` of the run's ``tokens``: its KV
+    bookkeeping, and the end of its request if it ended (the tokens the run
+    decoded past that end are removed from the KV cache)."""
+    n, finish, error = taken
+    slot.cache.append(first)  # decoded by the run, as each token after it but the last
+    slot.cache += tokens[:n - 1]
+    slot.timings.target_passes += n
+    if finish is not None:
+        if n < len(tokens):
+            engine.ctx.seq_rm(slot.seq_id, len(slot.cache), -1)
+        engine._finish(slot, finish, error)
+
+
+def shutdown(engine: Engine) -> None:
+    """Stop the stream pump and close the runs' wake-up pipe (the engine thread, at its end)."""
+    if engine._pump is not None:
+        engine._pump.close()
+        engine._pump = None
+    engine._run.close()

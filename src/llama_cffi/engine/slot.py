@@ -117,8 +117,11 @@ class Slot:
 
     # -- tokens come in -------------------------------------------------------------------
 
-    def accept(self, token: int, is_eog: bool, logits: np.ndarray | None) -> str | None:
-        """Take one sampled token; returns a finish reason if the request ends here."""
+    def accept(self, token: int, is_eog: bool, logits: np.ndarray | None,
+               logprob: TokenLogprob | None = None) -> str | None:
+        """Take one sampled token; returns a finish reason if the request ends here.
+        ``logprob``: its log-probabilities computed already (a generation run's),
+        else they come from ``logits``."""
         req = self.req
         assert req is not None
         sp = req.sampling
@@ -134,7 +137,9 @@ class Slot:
         if is_eog and not sp.ignore_eos:
             return "grammar" if req.has_grammar else "stop"
         self.out.append(token)
-        if self.logprobs is not None and logits is not None:
+        if self.logprobs is not None and logprob is not None:
+            self.logprobs.append(logprob)
+        elif self.logprobs is not None and logits is not None:
             self.logprobs.append(logprob_of(self._piece, logits, token, sp.logprobs or 0))
         self.text += self._stream.add(token)
         stops = sp.stop

@@ -11,14 +11,23 @@ sequence that reaches an end-of-generation token, its last allowed token, a
 possible stop string or the end of its context. The caller then hands the
 tokens to its usual per-token code, warm, in one go.
 
+A run also computes the chosen tokens' log-probabilities with the best
+``logprobs`` alternatives (:attr:`RunSlot.logprobs`), and publishes a
+streamed slot's tokens as they are chosen (:attr:`RunSlot.stream`): another
+thread reads them during the run (:meth:`GenerationRun.published`,
+:meth:`GenerationRun.read`), woken after each step by :meth:`GenerationRun.wait`.
+
 What a run leaves to the caller: text, stop strings on the decoded text (the
-run only finds where one may be), logprobs and Python samplers or grammars
-(such chains cannot run: :meth:`GenerationRun.can_run`).
+run only finds where one may be) and Python samplers or grammars (such
+chains cannot run: :meth:`GenerationRun.can_run`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import select
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -34,6 +43,11 @@ if TYPE_CHECKING:
 __all__ = ["GenerationRun", "RunOutcome", "RunSlot"]
 
 MAX_STOP_BYTES = _run.MAX_STOP
+MAX_LOGPROBS = _run.MAX_PROBS
+"""Most top log-probabilities per token a run computes."""
+
+TokenLogprobs = tuple[float, list[tuple[int, float]]]
+"""A chosen token's log-probability and the best ones: [(token, value)], best first."""
 
 
 class RunSlot(NamedTuple):
@@ -54,6 +68,11 @@ class RunSlot(NamedTuple):
     """Stop strings (UTF-8, at most :data:`MAX_STOP_BYTES` each)."""
     tail: bytes = b""
     """The end of the text generated so far (for a stop string across tokens)."""
+    logprobs: int = -1
+    """The chosen tokens' log-probabilities with this many best ones
+    (0..:data:`MAX_LOGPROBS`; -1: none)."""
+    stream: bool = False
+    """Publish each token as soon as it is chosen (read with :meth:`GenerationRun.read`)."""
 
 
 class RunOutcome(NamedTuple):
@@ -70,6 +89,8 @@ class RunOutcome(NamedTuple):
     sampling time)."""
     tokens: list[list[int]]
     """Each sequence's sampled tokens, in the order of the slots given."""
+    logprobs: list[list[TokenLogprobs] | None]
+    """Each sequence's log-probabilities of its tokens (None: not asked for)."""
 
 
 class GenerationRun:
@@ -82,6 +103,56 @@ class GenerationRun:
     def __init__(self, capacity: int, max_steps: int) -> None:
         self._mem = _run.RunMemory(capacity, max_steps)
         self.max_steps = max_steps
+        self._pipe: tuple[int, int] | None = None  # (read, write): C's wake-up after a step
+
+    def published(self, i: int) -> int:
+        """Tokens the run in progress has published for its ``i``-th slot, a
+        streamed one (any thread; read them with :meth:`read`)."""
+        return _run.published(self._mem, i)
+
+    def read(self, i: int, start: int, stop: int
+             ) -> tuple[list[int], list[TokenLogprobs] | None]:
+        """Tokens ``start:stop`` of the ``i``-th slot, published or sampled, with
+        their log-probabilities when the slot asked for them."""
+        return _run.read(self._mem, i, start, stop)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until a step of the run publishes a streamed slot's tokens,
+        :meth:`poke` is called, or ``timeout`` seconds pass (any thread but the
+        one running)."""
+        pipe = self._pipe
+        if pipe is None:  # no pipe (Windows): poll
+            time.sleep(min(timeout, 0.001))
+            return
+        ready, _, _ = select.select([pipe[0]], [], [], timeout)
+        if ready:
+            try:
+                os.read(pipe[0], 4096)
+            except BlockingIOError:
+                pass
+
+    def poke(self) -> None:
+        """Wake a :meth:`wait` (any thread)."""
+        if self._pipe is not None:
+            try:
+                os.write(self._pipe[1], b"\1")
+            except (BlockingIOError, OSError):  # full: a wake-up is pending anyway
+                pass
+
+    def _notify_fd(self) -> int:
+        if self._pipe is None and os.name != "nt":
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)  # C never waits for a slow reader
+            self._pipe = (r, w)
+        return -1 if self._pipe is None else self._pipe[1]
+
+    def close(self) -> None:
+        """Close the wake-up pipe (no run may be in progress)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
 
     @staticmethod
     def can_run(chain: SamplerChain) -> bool:
@@ -98,10 +169,13 @@ class GenerationRun:
         self._mem.flag[0] = 0
 
     def run(self, ctx: Context, batch: Batch, slots: Sequence[RunSlot],
-            budget: float | None = None, steps: int | None = None) -> RunOutcome | None:
+            budget: float | None = None, steps: int | None = None,
+            started: Callable[[], None] | None = None) -> RunOutcome | None:
         """Run ``slots`` on ``ctx`` using ``batch``'s memory, for at most
         ``steps`` (default and most: ``max_steps``) steps or ``budget`` seconds
-        (checked between steps; the first step always runs).
+        (checked between steps; the first step always runs). ``started`` is
+        called just before the run begins (the slots are set, nothing is
+        published yet): a reader of streamed slots may start from there.
         None when these slots cannot run (more of them than the batch, the
         context's micro-batch or this run hold, or an abort callback set on
         the context, whose exceptions only a Python step can deliver, or a
@@ -135,21 +209,25 @@ class GenerationRun:
                     raise ValueError(f"{ch!r} cannot be used in a generation run")
                 _run.set_slot(self._mem, i, (s.seq_id, s.n_past, s.n_limit),
                               (s.remaining, s.ignore_eos), s.next_token, ch.ptr, ch.is_argmax,
-                              _bias(ch), s.stops, s.tail, n_vocab)
+                              _bias(ch), s.stops, s.tail, n_vocab, s.logprobs, s.stream)
             ctx._sampled = None
             budget_us = _run.NO_BUDGET if budget is None else max(0, int(budget * 1e6))
+            fd = self._notify_fd() if any(s.stream for s in slots) else -1
+            if started is not None:
+                started()
             status, done, decode_us, sample_us = _run.run(self._mem, c, mem.holder, n,
                                                min(steps or self.max_steps, self.max_steps),
-                                               budget_us)
+                                               budget_us, fd)
             if done and ctx._samplers:  # outputs sampled inside the graph have no logits
                 ctx._sampled = sampled_snapshot(batch, n, ctx._samplers)
             toks = [_run.tokens(self._mem, i) for i in range(n)]
+            lps = [_run.read(self._mem, i, 0, len(toks[i]))[1] for i in range(n)]
         finally:
             for ch in held:
                 ch._guard.release()
             batch._guard.release()
             ctx._leave()
-        return RunOutcome(status, done, decode_us / 1e6, sample_us / 1e6, toks)
+        return RunOutcome(status, done, decode_us / 1e6, sample_us / 1e6, toks, lps)
 
 
 def _bias(chain: SamplerChain) -> tuple[np.ndarray, np.ndarray] | None:

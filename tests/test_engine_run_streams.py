@@ -1,0 +1,242 @@
+"""Streamed requests and logprobs in the engine's generation runs in C.
+
+A streamed request's tokens are published by C as they are chosen and handed
+to ``Slot.accept`` by the stream pump thread while the run goes on
+(``engine/run_stream.py``); logprobs are computed in C. Each comparison runs
+the same requests with runs and with one Python step per token
+(``engine.run_steps = 0``) and asserts the same pieces, text, tokens, finish
+reasons, log-probabilities and number of decodes, and that runs happened.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import llama_cffi as lc
+from llama_cffi._bindings import run as _run
+from llama_cffi.objects.run import MAX_LOGPROBS, GenerationRun, RunSlot
+
+PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):",
+           "List three colours:"]
+# answers with characters of several UTF-8 bytes, which byte-level vocabularies
+# split over tokens (the text must hold them back until they are whole)
+UNICODE = ["Translate to Chinese: 'I like tea.' ->", "Écris une phrase en français: Le café",
+           "Emoji for happy, sad, love: 😀", "Русский текст: Москва"]
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def llm4(request: pytest.FixtureRequest, smollm2_path: Path,
+         gemma3_path: Path) -> Iterator[lc.LLM]:
+    path = smollm2_path if request.param == "smollm2" else gemma3_path
+    with lc.LLM(path, n_ctx=4 * 512, n_parallel=4, n_threads=2) as llm:
+        yield llm
+
+
+def forget_prefixes(engine: lc.Engine) -> None:
+    for slot in engine.slots:
+        engine.ctx.seq_rm(slot.seq_id)
+        slot.cache = []
+
+
+def start_together(llm: lc.LLM, requests: list[dict[str, Any]],
+                   streamed: list[bool]) -> tuple[list[lc.RequestHandle], list[Any]]:
+    """Submit ``requests`` while the engine thread waits between two steps
+    (so they start together), reading the pieces of the ``streamed`` ones."""
+    inside, gate = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        gate.wait(60)
+
+    holder = threading.Thread(target=llm.engine.call, args=(hold,))
+    holder.start()
+    try:
+        assert inside.wait(60)
+        handles = [llm.submit(r["prompt"], **{k: v for k, v in r.items() if k != "prompt"})
+                   for r in requests]
+        readers = [h.pieces(timeout=300) if s else None for h, s in zip(handles, streamed)]
+    finally:
+        gate.set()
+        holder.join()
+    return handles, readers
+
+
+def both_ways(llm: lc.LLM, requests: list[dict[str, Any]],
+              streamed: list[bool] | None = None) -> list[tuple[lc.Completion, list[str]]]:
+    """Run ``requests`` at once with runs and without (``streamed``: which of
+    them are read piece by piece; default all); assert the same outcome."""
+    streamed = streamed or [True] * len(requests)
+    results = {}
+    for steps in (0, 64):
+        llm.engine.call(lambda: forget_prefixes(llm.engine))
+        llm.engine.run_steps = steps
+        m = llm.metrics
+        calls, runs = m.decode_calls, m.run_decode_calls
+        try:
+            handles, readers = start_together(llm, requests, streamed)
+            pieces = [list(r) if r is not None else [] for r in readers]
+            done = [h.result(timeout=300) for h in handles]
+        finally:
+            llm.engine.run_steps = 64
+        kv = llm.engine.call(lambda: [(len(s.cache), llm.engine.ctx.seq_pos_max(s.seq_id))
+                                      for s in llm.engine.slots])
+        for n_cached, pos_max in kv:  # the KV holds exactly the tokens the slot records
+            assert pos_max == n_cached - 1
+        results[steps] = (list(zip(done, pieces)), m.decode_calls - calls,
+                          m.run_decode_calls - runs)
+    (plain, plain_calls, plain_runs), (fast, fast_calls, fast_runs) = results[0], results[64]
+    assert plain_runs == 0
+    assert fast_runs > 0, "no generation run happened"
+    for (a, pa), (b, pb), s in zip(plain, fast, streamed):
+        assert b.tokens == a.tokens
+        assert b.text == a.text
+        assert pb == pa  # the same pieces, cut at the same places
+        if s:
+            assert "".join(pb) == b.text
+        assert b.finish_reason == a.finish_reason
+        assert b.stop_string == a.stop_string
+        assert (a.logprobs is None) == (b.logprobs is None)
+        for x, y in zip(a.logprobs or [], b.logprobs or []):
+            assert (x.token, x.text) == (y.token, y.text)
+            assert y.logprob == pytest.approx(x.logprob, abs=1e-9)
+            assert [t for t, _, _ in y.top] == [t for t, _, _ in x.top]
+            assert [p for _, p, _ in y.top] == [p for _, p, _ in x.top]
+            assert [v for _, _, v in y.top] == pytest.approx([v for _, _, v in x.top], abs=1e-9)
+    assert fast_calls == plain_calls, "the runs decoded past where the requests ended"
+    return fast
+
+
+def test_streamed_requests_run_in_c_with_the_same_pieces(llm4: lc.LLM) -> None:
+    # two streamed and two plain requests share the runs
+    both_ways(llm4, [dict(prompt=p, max_tokens=20 + 13 * i, temperature=0)
+                     for i, p in enumerate(PROMPTS)], [True, False, True, False])
+    both_ways(llm4, [dict(prompt=p, max_tokens=40, temperature=0.9, top_k=40, top_p=0.9,
+                          seed=5 + i) for i, p in enumerate(PROMPTS)])
+
+
+def test_streamed_stop_strings_and_split_characters(llm4: lc.LLM) -> None:
+    done = both_ways(llm4, [dict(prompt=p, max_tokens=80, temperature=0,
+                                 stop=[" the", "\n\n", "is a"]) for p in PROMPTS])
+    assert sum(d.stop_string is not None for d, _ in done) >= 2  # the stops were met
+    done = both_ways(llm4, [dict(prompt=p, max_tokens=48, temperature=0) for p in UNICODE])
+    vocab = llm4.model.vocab
+    split = [t for d, _ in done for t in d.tokens
+             if not vocab.token_to_piece(t).decode("utf-8", "ignore")
+             and vocab.token_to_piece(t)]
+    assert split, "no token held part of a character"
+    assert all("\ufffd" not in d.text for d, _ in done)
+    # stop strings of several bytes per character, met inside the run
+    both_ways(llm4, [dict(prompt=p, max_tokens=48, temperature=0, stop=["。", "é", "а"])
+                     for p in UNICODE])
+
+
+def test_logprobs_in_runs_equal_the_per_step_ones(llm4: lc.LLM) -> None:
+    both_ways(llm4, [dict(prompt=PROMPTS[0], max_tokens=24, temperature=0, logprobs=5),
+                     dict(prompt=PROMPTS[1], max_tokens=24, temperature=0, logprobs=0),
+                     dict(prompt=PROMPTS[2], max_tokens=24, temperature=0.8, seed=3,
+                          logprobs=MAX_LOGPROBS),
+                     dict(prompt=PROMPTS[3], max_tokens=40, temperature=0, logprobs=2,
+                          stop=["\n\n"])],
+              [False, True, False, True])
+
+
+def test_what_still_takes_the_per_step_path(llm4: lc.LLM) -> None:
+    runs = llm4.metrics.run_decode_calls
+    done = llm4.complete(PROMPTS[1], max_tokens=6, temperature=0, logprobs=MAX_LOGPROBS + 1)
+    assert done.logprobs is not None and len(done.logprobs[0].top) == MAX_LOGPROBS + 1
+    llm4.complete(PROMPTS[1], max_tokens=6, temperature=0,
+                  stopping_criteria=lambda toks, logits: False)
+    assert llm4.metrics.run_decode_calls == runs
+
+
+def test_pieces_arrive_while_the_run_goes_on(smollm2_path: Path) -> None:
+    with lc.LLM(smollm2_path, n_ctx=1024, n_threads=2) as llm:
+        engine = llm.engine
+        ends: list[float] = []
+        real = engine._run.run
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            ends.append(time.perf_counter())
+            return out
+
+        engine._run.run = timed  # type: ignore[method-assign]
+        arrivals = []
+        for _ in llm.stream(PROMPTS[0], max_tokens=120, temperature=0, ignore_eos=True):
+            arrivals.append(time.perf_counter())
+        assert llm.metrics.run_decode_calls >= 100
+        first_end = ends[0]
+        # the first run took most of the tokens; its pieces came one by one during it
+        assert sum(t < first_end for t in arrivals) >= 30
+        during = [t for t in arrivals if t < first_end]
+        assert len(set(during)) == len(during)  # not handed over in one burst
+
+
+def test_cancel_mid_stream_and_a_late_reader(llm4: lc.LLM) -> None:
+    engine = llm4.engine
+    before = llm4.metrics.run_decode_calls
+    handle = llm4.submit(PROMPTS[0], max_tokens=2000, temperature=0, ignore_eos=True)
+    got = []
+    for piece in handle.pieces(timeout=120):
+        got.append(piece)
+        if len(got) == 10:
+            break  # closing the reader cancels the request
+    done = handle.result(timeout=60)
+    assert done.finish_reason == "cancelled" and 10 <= len(done.tokens) < 2000
+    assert llm4.metrics.run_decode_calls > before
+    kv = engine.call(lambda: [(len(s.cache), engine.ctx.seq_pos_max(s.seq_id))
+                              for s in engine.slots])
+    assert all(pos == n - 1 for n, pos in kv)
+    # a reader that comes while the request is already in runs gets what was
+    # generated so far, then the rest piece by piece
+    handle = llm4.submit(PROMPTS[1], max_tokens=200, temperature=0, ignore_eos=True)
+    runs = llm4.metrics.run_decode_calls
+    deadline = time.monotonic() + 60
+    while llm4.metrics.run_decode_calls == runs and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not handle.done
+    pieces = list(handle.pieces(timeout=120))
+    done = handle.result()
+    assert "".join(pieces) == done.text and len(done.tokens) == 200
+    assert len(pieces) >= 50  # the rest came piece by piece
+    plain = llm4.complete(PROMPTS[1], max_tokens=200, temperature=0, ignore_eos=True)
+    assert plain.text == done.text
+
+
+def test_a_run_checks_its_logprob_request(smollm2_path: Path) -> None:
+    with lc.Model(smollm2_path) as model:
+        tokens = model.vocab.tokenize("Hello")
+        with model.context(n_ctx=128, n_threads=2) as ctx, lc.Batch(8) as batch, \
+                lc.SamplerChain.from_params(model, temperature=0) as chain:
+            ctx.eval_tokens(tokens, 0)
+            gr = GenerationRun(1, 4)
+            for bad in (-2, MAX_LOGPROBS + 1):
+                with pytest.raises(ValueError, match="top log-probabilities"):
+                    gr.run(ctx, batch, [RunSlot(0, len(tokens), ctx.n_ctx_seq, -1, True,
+                                                tokens[-1], chain, logprobs=bad)])
+            # a streamed slot with nobody to wake, and the log-probabilities of
+            # every token of a longer run than asked for: C refuses, Python steps
+            out = gr.run(ctx, batch, [RunSlot(0, len(tokens), ctx.n_ctx_seq, -1, True,
+                                              tokens[-1], chain, logprobs=3, stream=True)])
+            assert out is not None and out.status == 0 and out.steps == 4
+            lps = out.logprobs[0]
+            assert lps is not None and len(lps) == 4
+            for tok, (value, best) in zip(out.tokens[0], lps):
+                assert best[0][0] == tok and value == best[0][1] <= 0  # greedy: the best
+                assert [v for _, v in best] == sorted((v for _, v in best), reverse=True)
+            assert gr.published(0) == 4
+            # C refuses a slot that asks for more than it has room for
+            mem = gr._mem
+            mem.slots[0].n_probs = MAX_LOGPROBS + 5
+            res = mem.result
+            _run.lib.llama_cffi_run(ctx._enter(), batch._take().holder, mem.slots, 1, 1,
+                                    mem.flag, _run.NO_BUDGET, -1, res)
+            batch._guard.release()
+            ctx._leave()
+            assert res.status == -4 and res.steps == 0
