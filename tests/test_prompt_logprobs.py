@@ -14,6 +14,7 @@ import pytest
 
 import llama_cffi as lc
 import llama_cffi.compat as compat
+from llama_cffi.engine import prompt_logprobs as plp
 from llama_cffi.errors import ContextFullError
 
 from .server_util import Server, ours
@@ -55,6 +56,31 @@ def llm(smollm2_path: Path) -> Iterator[lc.LLM]:
 @pytest.fixture(scope="module")
 def ref(llm: lc.LLM) -> np.ndarray:
     return reference(llm.model, llm.tokenize(PROMPT))
+
+
+# -- the arithmetic ---------------------------------------------------------------------------
+
+
+def test_entries_match_a_float64_log_softmax_and_a_stable_sort() -> None:
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((6, 3000)) * 4).astype(np.float32)
+    x[1] = 0.0  # flat: every token ties
+    x[2, 10:20] = 40.0  # ties at the top
+    x[3, 5] = 200.0  # one token takes (almost) all
+    x[4, :] = -np.inf  # banned tokens ...
+    x[4, 7] = x[4, 9] = 1.0  # ... but two
+    tokens = [3, 4, 15, 5, 9, 0]
+    xd = x.astype(np.float64)
+    m = xd.max(axis=1, keepdims=True)
+    want = xd - m - np.log(np.exp(xd - m).sum(axis=1, keepdims=True))
+    for k in (0, 1, 3, 12):
+        got = plp.entries(x, tokens, k, str)
+        for r, e in enumerate(got):
+            assert e.token == tokens[r] and e.text == str(tokens[r])
+            assert abs(e.logprob - want[r, tokens[r]]) < 1e-6
+            assert [t for t, _, _ in e.top] == top_ids(want[r], k) if k else e.top == []
+            assert np.allclose([p for _, _, p in e.top], want[r][top_ids(want[r], k)],
+                               atol=1e-6)
 
 
 # -- LLM ---------------------------------------------------------------------------------------
