@@ -275,3 +275,27 @@ def test_compat_leaves_out_the_bos(gemma3_path: Path) -> None:
         assert "".join(lp["tokens"]).startswith(OTHER)
         assert lp["token_logprobs"][0] is None
         assert all(v is not None for v in lp["token_logprobs"][1:])
+
+
+def test_a_bos_model(gemma3_path: Path) -> None:
+    """The engine gives the BOS an (empty) entry and the next token a real one; the
+    server's shape leaves an added BOS out of a text prompt, not out of ids."""
+    from llama_cffi.apps.server.openai_api import completion_logprobs
+
+    with lc.LLM(gemma3_path, n_ctx=512, n_threads=2) as llm:
+        tokens = llm.tokenize(OTHER)
+        assert tokens[0] == llm.vocab.bos
+        ref = reference(llm.model, tokens)
+        c = llm.complete(OTHER, echo=True, logprobs=2, max_tokens=1, temperature=0)
+        assert c.prompt_logprobs is not None and c.prompt_logprobs[0] is None
+        e = c.prompt_logprobs[1]
+        assert e is not None and abs(e.logprob - ref[0, tokens[1]]) < TOL
+        text = completion_logprobs(c, llm.vocab, OTHER, OTHER)
+        assert text is not None and len(text["tokens"]) == len(tokens) - 1 + 1
+        assert "".join(text["tokens"]).startswith(OTHER)
+        assert text["token_logprobs"][0] is None
+        assert text["token_logprobs"][1] == pytest.approx(ref[1, tokens[2]], abs=TOL)
+        ids = completion_logprobs(c, llm.vocab, llm.vocab.detokenize(tokens), tokens)
+        assert ids is not None and len(ids["tokens"]) == len(tokens) + 1
+        assert ids["token_logprobs"][0] is None
+        assert ids["token_logprobs"][1] == pytest.approx(ref[0, tokens[1]], abs=TOL)
