@@ -201,6 +201,27 @@ def test_health_answers_while_a_maximal_tokenize_is_processed(server: Server) ->
     assert max(latencies) < 1.0, latencies
 
 
+def test_health_answers_while_maximal_token_ids_are_processed(server: Server) -> None:
+    head = b'{"model": "smollm", "max_tokens": 1, "prompt": ['
+    tail = b"]}"
+    n = (MAX_BODY - len(head) - len(tail)) // 2
+    body = head + b",".join([b"1"] * n) + tail
+    status, answer, latencies = _health_while(server, "/v1/completions", body)
+    assert status == 400, answer[:300]
+    assert json.loads(answer)["error"]["code"] == "context_length_exceeded"
+    assert max(latencies) < 1.0, latencies
+
+
+def test_too_many_tools_are_refused_at_once(server: Server) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    status, answer = server.post("/v1/chat/completions", {
+        "model": "smollm", "messages": [{"role": "user", "content": "Hi"}],
+        "tools": [tool] * 1025})
+    assert status == 400, answer
+    assert answer["error"]["param"] == "tools"
+    assert "at most 1024 items" in answer["error"]["message"]
+
+
 # -- counting what was sent ------------------------------------------------------------------
 
 def _http_counts(server: Server) -> tuple[Counter[tuple[str, str, str]],

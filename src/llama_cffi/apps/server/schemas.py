@@ -9,9 +9,10 @@ field that is neither is refused with a 400 naming it, rather than ignored.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
+                      ValidatorFunctionWrapHandler, WrapValidator)
 
 from ...objects.params import SamplingParams
 from .errors import ApiError, bad_request, validation_message
@@ -53,6 +54,29 @@ class _Body(BaseModel):
         """llama.cpp sampling fields given as extra fields (None values dropped)."""
         return {k: v for k, v in (self.model_extra or {}).items()
                 if k in SAMPLING_NAMES and v is not None}
+
+
+MAX_TOOLS = 1024
+"""Most tools one request may declare (OpenAI allows 128)."""
+
+_BY_FIRST_ITEM: dict[type, TypeAdapter[Any]] = {
+    str: TypeAdapter(list[str]), int: TypeAdapter(list[int]),
+    list: TypeAdapter(list[list[int]])}
+
+
+def _by_first_item(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A list of prompts validated as the type its first item says: the plain
+    union would try every member on every item (seconds for millions of ids)."""
+    if isinstance(value, list) and value:
+        adapter = _BY_FIRST_ITEM.get(type(value[0]))
+        if adapter is not None:
+            return adapter.validate_python(value)
+    return handler(value)
+
+
+PromptLike = Annotated[str | list[str] | list[int] | list[list[int]],
+                       WrapValidator(_by_first_item)]
+"""A text, texts, token ids, or lists of token ids (OpenAI's ``prompt``/``input``)."""
 
 
 class StreamOptions(BaseModel):
@@ -117,14 +141,14 @@ class ChatRequest(_Generation):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    tools: list[Tool] | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     """Extra variables for the chat template (llama-server's field)."""
 
 
 class CompletionRequest(_Generation):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: PromptLike
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
     suffix: str | None = None
@@ -132,7 +156,7 @@ class CompletionRequest(_Generation):
 
 
 class EmbeddingRequest(_Body):
-    input: str | list[str] | list[int] | list[list[int]]
+    input: PromptLike
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
 
@@ -149,7 +173,7 @@ class DetokenizeRequest(_Body):
 
 class TemplateRequest(_Body):
     messages: list[dict[str, Any]] = Field(min_length=1)
-    tools: list[Tool] | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
 
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
