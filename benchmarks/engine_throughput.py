@@ -13,6 +13,8 @@
    without copying the prefix between slots.
 4. Grammar-constrained generation (a JSON schema): ms per token against
    llama-completion --json-schema with the same schema.
+5. Streamed and logprobs requests in the generation runs (``--parts stream``,
+   :mod:`stream_cost`): binding time, inter-token gaps, SSE against llama-server.
 
     python benchmarks/engine_throughput.py [--models smollm2-135m,gemma3-270m] > table.md
 """
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 from _common import TimedDecode, llama_bench, random_tokens, tools_dir
+from stream_cost import stream_cost
 
 import llama_cffi as lc
 from llama_cffi.engine.engine import RUN_STEPS
@@ -150,7 +153,8 @@ def json_schema_cost(path: str, pairs: int = 4) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
-    ap.add_argument("--parts", default="tg,json", help="tg (throughput, binding time, TTFT), json")
+    ap.add_argument("--parts", default="tg,json",
+                    help="tg (throughput, binding time, TTFT), json, stream (streams, logprobs)")
     ap.add_argument("--pairs", type=int, default=3, help="interleaved pairs per figure")
     a = ap.parse_args()
     parts = set(a.parts.split(","))
@@ -161,6 +165,8 @@ def main() -> None:
             throughput(path, a.pairs)
         if "json" in parts:
             json_schema_cost(path)
+        if "stream" in parts:
+            stream_cost(path, a.pairs)
 
 
 def throughput(path: str, pairs: int) -> None:

@@ -10,7 +10,15 @@
  * possible stop string, or a full sequence. The run also ends after
  * max_steps, when *interrupt is set (a request arrived or was cancelled) or
  * when the time budget is spent. A decode error ends it with llama_decode's
- * code; the step that failed has changed nothing in the slots. */
+ * code; the step that failed has changed nothing in the slots.
+ *
+ * A slot may also ask for the log-probabilities of its chosen tokens (the
+ * log-softmax of the row and its n_probs best, found by partial selection),
+ * and a streamed slot publishes each token as soon as it is chosen: the
+ * count n_pub is stored (with release order) after the token and its
+ * log-probabilities are written, and one byte goes to notify_fd after the
+ * step, so a thread of the caller hands the token on while the next decode
+ * runs. The run holds no Python objects and calls no Python. */
 #include <math.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -29,8 +37,10 @@
  * wrote before it is visible to a reader that sees the new value */
 #if defined(__GNUC__) || defined(__clang__)
 #define LLAMA_CFFI_PUBLISH(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define LLAMA_CFFI_PUBLISHED(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #else
 #define LLAMA_CFFI_PUBLISH(p, v) (*(volatile int32_t *) (p) = (v))
+#define LLAMA_CFFI_PUBLISHED(p) (*(const volatile int32_t *) (p))
 #endif
 
 typedef struct llama_cffi_run_slot {
@@ -73,6 +83,12 @@ typedef struct llama_cffi_run_result {
     int64_t t_decode_us;    /* time inside llama_decode */
     int64_t t_sample_us;    /* time choosing the tokens (llama.cpp's "sampling time") */
 } llama_cffi_run_result;
+
+/* Tokens slot i of a run in progress has published (any thread): what they
+ * are and their log-probabilities may be read once this returned. */
+static int32_t llama_cffi_run_published(const llama_cffi_run_slot * slots, int32_t i) {
+    return LLAMA_CFFI_PUBLISHED(&slots[i].n_pub);
+}
 
 /* llama.cpp's greedy rule: the first index of the largest logit, where NaN
  * never wins and a NaN at index 0 keeps index 0 (greedy compares x[i] >

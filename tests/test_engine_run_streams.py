@@ -129,7 +129,8 @@ def test_streamed_stop_strings_and_split_characters(llm4: lc.LLM) -> None:
     split = [t for d, _ in done for t in d.tokens
              if not vocab.token_to_piece(t).decode("utf-8", "ignore")
              and vocab.token_to_piece(t)]
-    assert split, "no token held part of a character"
+    if len(vocab.tokenize("茶", add_special=False, parse_special=False)) > 1:
+        assert split, "no token held part of a character"  # (a byte-level vocabulary)
     assert all("\ufffd" not in d.text for d, _ in done)
     # stop strings of several bytes per character, met inside the run
     both_ways(llm4, [dict(prompt=p, max_tokens=48, temperature=0, stop=["。", "é", "а"])

@@ -136,7 +136,7 @@ def tokens(mem: RunMemory, i: int) -> list[int]:
 def published(mem: RunMemory, i: int) -> int:
     """Tokens of slot ``i`` the run in progress (or the last one) has published
     (streamed slots; any thread)."""
-    return int(mem.slots[i].n_pub)
+    return int(lib.llama_cffi_run_published(mem.slots, i))  # (an acquiring load)
 
 
 def read(mem: RunMemory, i: int, start: int, stop: int
