@@ -359,7 +359,7 @@ class Engine:
             other = slot.req
             if other is None or other is req or slot.next_token is not None:
                 continue
-            n = min(common_prefix(other.tokens, req.tokens), len(req.tokens) - 1)
+            n = min(common_prefix(other.tokens, req.tokens), req.reuse_limit())
             if n >= MIN_SHARED_PREFIX and slot.n_prompt_done < n:
                 return True
         return False
@@ -368,7 +368,7 @@ class Engine:
         ctx, tokens = self.ctx, req.tokens
         if len(tokens) >= ctx.n_ctx_seq:  # context_shift asked: keep the start and the end
             tokens[:] = tokens[:4] + tokens[-(ctx.n_ctx_seq // 2):]
-        limit = len(tokens) - 1 if req.prompt_logprobs is None else 0  # last one: its logits
+        limit = req.reuse_limit()  # not the last token: its logits pick the first one
         own = min(common_prefix(slot.cache, tokens), limit) if self._reusable(slot) else 0
         donor, best = None, own
         for other in (self.slots if self.share_prefix else ()):

@@ -265,6 +265,12 @@ class Request:
     # (engine/prompt_logprobs.py): every prompt position is evaluated with its logits
     prompt_logprobs: int | None = None
 
+    def reuse_limit(self) -> int:
+        """Most prompt tokens whose KV cache may come from a cache instead of
+        being evaluated: all but the last (its logits pick the first token),
+        none when every position's logits are wanted (``prompt_logprobs``)."""
+        return len(self.tokens) - 1 if self.prompt_logprobs is None else 0
+
     def should_stop(self) -> bool:
         if self.handle.cancelled:
             return True
