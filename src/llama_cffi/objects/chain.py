@@ -34,6 +34,7 @@ from .._bindings.callbacks import SamplerState
 from .._bindings.raw import CData
 from ..errors import GrammarError, LlamaError, TokenError
 from .argmax import Bias
+from .constraints import GuidanceConstraint, choose
 from .context_setup import refuse_sampled
 from .grammar import Grammar
 from .handle import Handle, UseGuard
@@ -119,6 +120,7 @@ class SamplerChain(Handle):
         # the biases of a chain that build_chain made as logit-bias -> greedy
         self._bias: Bias | None = None
         self._argmax: bool | None = None  # is_argmax, worked out once per change
+        self._constraint: GuidanceConstraint | None = None  # llguidance, before the samplers
         # backend sampling: (context, seq_id) once attached; (None, seq_id) once
         # detached (llama.cpp set the chain up for a graph: it cannot sample alone)
         self._backend: tuple[Context | None, int] | None = None
@@ -164,7 +166,8 @@ class SamplerChain(Handle):
             return _sampler.chain_n(self.ptr)
 
     def _stepwise(self) -> bool:
-        return "grammar" in self._kinds or "python" in self._kinds
+        return "grammar" in self._kinds or "python" in self._kinds or \
+            self._constraint is not None
 
     @property
     def is_argmax(self) -> bool:
@@ -215,6 +218,8 @@ class SamplerChain(Handle):
                 logits = _context.logits_view(c, idx, ctx.vocab.n_tokens)
                 if logits is None:
                     raise _no_logits(idx)
+                if self._constraint is not None:
+                    return self._constraint.sample(logits, self._pick, self._names == ["greedy"])
                 return self._sample_stepwise(chain, logits)
             finally:
                 ctx._leave()
@@ -298,18 +303,29 @@ class SamplerChain(Handle):
             ctx._set_sampler(seq_id, None, None)
         self._backend = (None, seq_id)
 
-    def _fill(self, logits: np.ndarray) -> Candidates:
-        """Candidates for every token from the context's logits, in a reused buffer."""
+    def _fill(self, logits: np.ndarray, only: np.ndarray | None = None) -> Candidates:
+        """Candidates for every token (or the tokens ``only``) from the context's
+        logits, in a reused buffer."""
         n_vocab = len(logits)
         if self._cands is None or len(self._cands[2]) != n_vocab:
             data, cur, view = _sampler.new_candidates(n_vocab)
             self._cands = (data, cur, view, np.arange(n_vocab, dtype=np.int32))
         data, cur, view, ids = self._cands
-        view["id"] = ids
-        view["logit"] = logits
+        n = n_vocab if only is None else len(only)
+        view = view[:n]
+        view["id"] = ids if only is None else only
+        view["logit"] = logits if only is None else logits[only]
         view["p"] = 0.0
-        cur.data, cur.size, cur.selected, cur.sorted = data, n_vocab, -1, False
+        cur.data, cur.size, cur.selected, cur.sorted = data, n, -1, False
         return Candidates(cur, data)
+
+    def _pick(self, logits: np.ndarray, only: np.ndarray) -> int:
+        """The chain's choice among the tokens ``only`` (a constraint's), accepted."""
+        cands = self._fill(logits, only)
+        _sampler.apply(self.ptr, cands.struct, self._py_states, cands._owner)
+        token = cands.selected_token()
+        _sampler.accept(self.ptr, token, self._py_states)
+        return token
 
     def _grammar_allows(self, chain: CData, token: int) -> bool:
         one = self._one
@@ -366,6 +382,8 @@ class SamplerChain(Handle):
             chain = self.ptr
             if "grammar" in self._kinds and not self._grammar_allows(chain, t):
                 raise GrammarError(f"token {t} is not allowed by the grammar here")
+            if self._constraint is not None:
+                self._constraint.consume(t)
             _sampler.accept(chain, t, self._py_states)
 
     def apply(self, candidates: Candidates) -> None:
@@ -377,6 +395,8 @@ class SamplerChain(Handle):
         """Reset every sampler's state (penalty history, grammar position, RNG stays seeded)."""
         with self._guard:
             _sampler.reset(self.ptr, self._py_states)
+            if self._constraint is not None:
+                self._constraint.reset()
 
     @property
     def seed(self) -> int | None:
@@ -463,7 +483,7 @@ def _no_logits(idx: int) -> LlamaError:
 # source of their names, aliases, validation and defaults) minus the ones that
 # only decide when a request stops.
 _NOT_CHAIN = ("max_tokens", "stop", "ignore_eos", "logprobs", "json_schema",
-              "backend_sampling")
+              "backend_sampling", "grammar_engine")
 DEFAULTS: dict[str, Any] = {
     name: value for name, value in SamplingParams().to_dict().items() if name not in _NOT_CHAIN}
 
@@ -486,12 +506,13 @@ def _normalise(params: dict[str, Any]) -> dict[str, Any]:
 def chain_for(vocab: Vocab | Model, sp: SamplingParams, *,
               first: Sequence[Sampler | PythonSampler] = ()) -> SamplerChain:
     """The chain for a request's :class:`SamplingParams` (grammar or JSON schema
-    included); ``first``: samplers to run before all others (Python logits
-    processors)."""
+    included, on the engine ``sp.grammar_engine`` picks: :mod:`.constraints`);
+    ``first``: samplers to run before all others (Python logits processors)."""
     settings = {name: getattr(sp, name) for name in DEFAULTS}
-    if sp.json_schema is not None:
-        settings["grammar"] = Grammar.from_json_schema(sp.json_schema)
-    return build_chain(vocab_of(vocab), settings, first=first)
+    constraint, settings["grammar"] = choose(vocab_of(vocab), sp)
+    chain = build_chain(vocab_of(vocab), settings, first=first)
+    chain._constraint = constraint
+    return chain
 
 
 def build_chain(vocab: Vocab, params: dict[str, Any], *,

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _INT = re.compile(r"[0-9]+")
 _ESCAPES = set('nrt\\"[]-^')
+LLGUIDANCE_PREFIX = "%llguidance"
+
+
+def is_llguidance(text: str) -> bool:
+    """Whether grammar text is for llguidance (Lark, llama.cpp's ``%llguidance``
+    prefix) rather than GBNF."""
+    return text.lstrip().startswith(LLGUIDANCE_PREFIX)
 
 
 class _Checker:
@@ -200,7 +207,9 @@ class Grammar:
     """A GBNF grammar (``--grammar`` / ``--grammar-file``).
 
     text: the grammar; its syntax is checked at once (GrammarError with
-        line/column on a mistake).
+        line/column on a mistake). Text that starts with ``%llguidance`` is a
+        Lark grammar for llguidance (llama.cpp's convention; see
+        :meth:`lark`), checked when it is compiled.
     root: the start symbol (default ``root``).
 
     Thread safety: may be shared across threads (plain text, never changed);
@@ -212,7 +221,8 @@ class Grammar:
             raise TypeError(f"grammar text must be a str (GBNF), got {type(text).__name__}")
         if not isinstance(root, str):
             raise TypeError(f"root must be a str (a rule name), got {type(root).__name__}")
-        _Checker(text).check(root)
+        if not is_llguidance(text):
+            _Checker(text).check(root)
         self.text = text
         self.root = root
 
@@ -248,6 +258,24 @@ class Grammar:
                            whitespace=whitespace))
 
     @classmethod
+    def lark(cls, text: str) -> Grammar:
+        """A Lark grammar (llguidance's syntax: ``start: ...`` rules, ``/regex/``
+        terminals) for ``grammar_engine`` llguidance; the ``%llguidance``
+        prefix is added when missing."""
+        if not isinstance(text, str):
+            raise TypeError(f"Lark grammar text must be a str, got {type(text).__name__}")
+        return cls(text if is_llguidance(text) else f"{LLGUIDANCE_PREFIX} {{}}\n{text}")
+
+    @classmethod
+    def regex(cls, pattern: str) -> Grammar:
+        """Output that matches the regular expression ``pattern`` in full (Rust
+        regex syntax; llguidance only)."""
+        if not isinstance(pattern, str):
+            raise TypeError(f"regex must be a str, got {type(pattern).__name__}")
+        escaped = pattern.replace("/", "\\/")
+        return cls(f"{LLGUIDANCE_PREFIX} {{}}\nstart: /{escaped}/\n")
+
+    @classmethod
     def any_json(cls) -> Grammar:
         """Any JSON value (llama.cpp's ``json.gbnf`` in spirit)."""
         from .json_schema import to_gbnf
@@ -264,6 +292,11 @@ class Grammar:
             ``trigger_words`` literal strings, ``trigger_patterns`` regexes
             matched against the generated text, ``trigger_tokens`` token ids.
         """
+        if is_llguidance(self.text):
+            raise GrammarError("a %llguidance (Lark) grammar runs on llguidance, not on "
+                               "llama.cpp's grammar engine (built without LLAMA_LLGUIDANCE): "
+                               "give it as a request's grammar with grammar_engine "
+                               "'llguidance'")
         v = vocab_of(vocab)
         v.require_tokenizer("compile a grammar")
         if lazy:

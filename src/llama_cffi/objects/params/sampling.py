@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 from .base import INT32_MAX, _float, _int, _pairs, _Params
 from .fields import document, param
 
+GRAMMAR_ENGINES = ("auto", "llguidance", "llama")
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
 DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
 DEFAULT_SAMPLERS = ("penalties", "dry", "top_n_sigma", "top_k", "typical_p", "top_p", "min_p",
@@ -150,6 +152,11 @@ class SamplingParams(_Params):
     json_schema: Any = param(None, "-j", "--json-schema", parse=_parse_schema,
                              format=lambda s: json.dumps(s), metavar="SCHEMA",
                              help="JSON schema the output must satisfy (inline JSON or @file)")
+    grammar_engine: str = param(
+        "auto", "--grammar-engine", parse=str, choices=("auto", "llguidance", "llama"),
+        help="what enforces grammar and json_schema: 'llguidance' (the llguidance package, "
+             "as llama.cpp's LLAMA_LLGUIDANCE build option), 'llama' (llama.cpp's grammar "
+             "engine) or 'auto' (llguidance when installed)")
 
     ALIASES = {"temp": "temperature", "typ_p": "typical_p", "typical": "typical_p",
                "penalty_repeat": "repeat_penalty", "penalty_last_n": "repeat_last_n",
@@ -230,6 +237,14 @@ class SamplingParams(_Params):
         if schema is not None and self.grammar is not None:
             raise ValueError("give either grammar or json_schema, not both")
         self._set("json_schema", schema)
+        engine = "auto" if self.grammar_engine is None else self.grammar_engine
+        if engine not in GRAMMAR_ENGINES:
+            raise ValueError(f"grammar_engine must be one of {', '.join(GRAMMAR_ENGINES)}, "
+                             f"got {engine!r}")
+        if engine == "llguidance" and importlib.util.find_spec("llguidance") is None:
+            raise ValueError("grammar_engine 'llguidance' needs the llguidance package "
+                             "(pip install 'llama-cffi[llguidance]')")
+        self._set("grammar_engine", engine)
 
     @property
     def greedy(self) -> bool:

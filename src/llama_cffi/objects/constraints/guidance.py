@@ -1,0 +1,183 @@
+"""Grammars compiled by llguidance, and the per-request constraint that masks tokens.
+
+:func:`compile_grammar` turns a JSON schema, a Lark grammar, a regular
+expression or GBNF text into llguidance's matcher for a model's vocabulary
+(:func:`~.tokenizer.tokenizer_for`), keeping the compiled matcher in a cache
+keyed by the model and the grammar text (a repeated schema costs a copy of
+the matcher, not a compile). :class:`GuidanceConstraint` is one request's
+matcher: it computes the set of tokens the grammar allows next (a bit mask
+over the vocabulary, computed by llguidance in Rust) and advances with the
+chosen token. :class:`~llama_cffi.objects.chain.SamplerChain` runs it before
+its samplers.
+
+JSON schemas are compiled without free whitespace: items are separated by
+``", "`` and keys by ``": "`` (llama.cpp's converter allows at most one space
+there), which keeps a small model from filling its output with newlines.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...errors import GrammarError
+from .tokenizer import tokenizer_for
+
+if TYPE_CHECKING:
+    import llguidance
+
+    from ..vocab import Vocab
+
+__all__ = ["CACHE_SIZE", "KINDS", "GuidanceConstraint", "cache_info", "compile_grammar",
+           "constraint_for"]
+
+KINDS = ("json_schema", "lark", "regex", "gbnf")
+CACHE_SIZE = 64
+"""Compiled grammars kept per model (least recently used dropped first)."""
+JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ",
+                                "key_separator": ": "}
+_LANES = np.arange(32, dtype=np.int64)
+
+_lock = threading.Lock()
+_cache: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str],
+                                                   llguidance.LLMatcher | str]] = \
+    weakref.WeakKeyDictionary()
+_stats = {"hits": 0, "misses": 0}
+
+
+def _grammar_text(kind: str, source: str) -> str:
+    """llguidance's grammar for ``source`` of ``kind`` (ValueError if it cannot be read)."""
+    import llguidance
+
+    if kind == "json_schema":
+        return llguidance.LLMatcher.grammar_from_json_schema(source, defaults=JSON_OPTIONS)  # type: ignore[arg-type]
+    if kind == "lark":
+        return llguidance.LLMatcher.grammar_from_lark(source)
+    if kind == "regex":
+        return llguidance.LLMatcher.grammar_from_regex(source)
+    if kind == "gbnf":
+        return llguidance.grammar_from("gbnf", source)
+    raise ValueError(f"unknown grammar kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def compile_grammar(vocab: Vocab, kind: str, source: str) -> llguidance.LLMatcher:
+    """The compiled matcher (in its start state) for ``source`` on ``vocab``'s
+    model, from the cache when it was compiled before. GrammarError when
+    llguidance cannot take it (the reason is cached too). Do not advance the
+    returned matcher: copy it (:func:`constraint_for` does)."""
+    import llguidance
+
+    owner = vocab.owner
+    key = (kind, source)
+    with _lock:
+        entries = _cache.get(owner)
+        found = entries.get(key) if entries is not None else None
+        if found is not None:
+            entries.move_to_end(key)  # type: ignore[union-attr]
+            _stats["hits"] += 1
+    if found is None:
+        tok = tokenizer_for(vocab)
+        try:
+            found = llguidance.LLMatcher(tok, _grammar_text(kind, source), log_level=0)
+            if found.is_error():
+                found = found.get_error()
+        except ValueError as exc:
+            found = str(exc)
+        with _lock:
+            _stats["misses"] += 1
+            entries = _cache.setdefault(owner, OrderedDict())
+            entries[key] = found
+            while len(entries) > CACHE_SIZE:
+                entries.popitem(last=False)
+    if isinstance(found, str):
+        what = kind.replace("_", " ")
+        raise GrammarError(f"llguidance cannot compile this {what}: {found.strip()}")
+    return found
+
+
+def cache_info() -> dict[str, int]:
+    """Hits and misses of the compiled-grammar cache, and its entries (all models)."""
+    with _lock:
+        return {**_stats, "entries": sum(len(e) for e in _cache.values())}
+
+
+def constraint_for(vocab: Vocab, kind: str, source: str | dict[str, Any] | bool) -> \
+        GuidanceConstraint:
+    """A fresh constraint for one request (``source``: the grammar text, or a
+    JSON schema as a dict)."""
+    text = source if isinstance(source, str) else json.dumps(source)
+    matcher = compile_grammar(vocab, kind, text).deep_copy()
+    return GuidanceConstraint(matcher, vocab.n_tokens, kind)
+
+
+class GuidanceConstraint:
+    """One request's llguidance matcher over a vocabulary of ``n_vocab`` tokens.
+
+    Used by one thread at a time (the chain that owns it).
+    """
+
+    def __init__(self, matcher: llguidance.LLMatcher, n_vocab: int, kind: str) -> None:
+        self._m = matcher
+        self.kind = kind
+        self.n_vocab = n_vocab
+        self._mask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+
+    def allows(self, token: int) -> bool:
+        """Whether the grammar allows ``token`` next."""
+        return self._m.validate_tokens([token]) == 1
+
+    def allowed(self) -> np.ndarray:
+        """The ids of the tokens the grammar allows next (sorted int32)."""
+        m = self._m
+        m.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
+        if m.is_error():
+            raise GrammarError(f"the grammar cannot continue: {m.get_error().strip()}")
+        words = np.flatnonzero(self._mask)
+        bits = np.unpackbits(self._mask[words].view(np.uint8), bitorder="little")
+        ids = (words[:, None] * 32 + _LANES)[bits.reshape(-1, 32).astype(bool)]
+        out: np.ndarray = ids[ids < self.n_vocab].astype(np.int32)
+        return out
+
+    def consume(self, token: int) -> None:
+        """Advance with the chosen ``token`` (GrammarError if the grammar forbids it)."""
+        if not self._m.consume_token(int(token)):
+            raise GrammarError(f"token {token} is not allowed by the grammar here: "
+                               f"{self._m.get_error().strip()}")
+
+    def reset(self) -> None:
+        """Back to the start of the grammar."""
+        self._m.reset()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the output so far is complete under the grammar."""
+        return self._m.is_accepting()
+
+    def sample(self, logits: np.ndarray, pick: Callable[[np.ndarray, np.ndarray], int],
+               greedy: bool) -> int:
+        """The next token under the grammar, consumed.
+
+        logits: the output's logits (read only). pick: the chain's samplers
+        run over the allowed ids (``pick(logits, ids)``, accepting the token
+        in the chain). greedy: the chain is a plain arg-max, so the arg-max
+        of all logits, when the grammar allows it, is the answer without
+        computing the mask (the constrained arg-max is the same token).
+        """
+        if greedy:
+            token = int(np.argmax(logits))
+            if self.allows(token):
+                self.consume(token)
+                return token
+        ids = self.allowed()
+        if ids.size == 0:
+            raise GrammarError("the grammar allows no token here: the output so far cannot "
+                               "be continued")
+        token = pick(logits, ids)
+        self.consume(token)
+        return token

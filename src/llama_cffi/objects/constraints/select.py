@@ -1,0 +1,87 @@
+"""Which grammar engine constrains a request: llguidance or llama.cpp's.
+
+``SamplingParams.grammar_engine`` decides (llama.cpp itself chooses at build
+time: ``LLAMA_LLGUIDANCE=ON`` makes a grammar that starts with
+``%llguidance`` go to llguidance, any other to its own engine):
+
+* ``"auto"`` (the default): llguidance when the package is installed (the
+  ``llguidance`` extra), else llama.cpp's engine;
+* ``"llguidance"``: llguidance (ValueError when it is not installed);
+* ``"llama"``: llama.cpp's grammar engine (GBNF; JSON schemas through
+  :func:`~llama_cffi.objects.json_schema.to_gbnf`).
+
+With llguidance, a JSON schema, GBNF or Lark grammar that llguidance cannot
+compile falls back to llama.cpp's engine, with the reason logged (logger
+``llama_cffi``, level INFO); a schema that only llguidance can compile (one
+llama.cpp's converter rejects) is served by llguidance. Lark text
+(``%llguidance`` first) has no fallback: only llguidance reads it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ...errors import GrammarError, SchemaError
+from ..grammar import Grammar, is_llguidance
+from .guidance import GuidanceConstraint, constraint_for
+
+if TYPE_CHECKING:
+    from ..params import SamplingParams
+    from ..vocab import Vocab
+
+__all__ = ["available", "choose"]
+
+log = logging.getLogger("llama_cffi")
+
+
+def available() -> bool:
+    """Whether llguidance is installed (``pip install llama-cffi[llguidance]``)."""
+    return importlib.util.find_spec("llguidance") is not None
+
+
+def _llama(sp: SamplingParams) -> Grammar | str | None:
+    if sp.json_schema is not None:
+        return Grammar.from_json_schema(sp.json_schema)
+    grammar: Grammar | str | None = sp.grammar
+    return grammar
+
+
+def choose(vocab: Vocab, sp: SamplingParams) -> tuple[GuidanceConstraint | None,
+                                                      Grammar | str | None]:
+    """(llguidance constraint, llama.cpp grammar) for ``sp``: at most one is set."""
+    grammar: Any = sp.grammar
+    if grammar is None and sp.json_schema is None:
+        return None, None
+    text: str | None = None if grammar is None else \
+        (grammar if isinstance(grammar, str) else grammar.text)
+    lark = text is not None and is_llguidance(text)
+    engine = sp.grammar_engine
+    if engine == "llama" or (engine == "auto" and not available()):
+        if lark:
+            raise ValueError("grammar: a %llguidance (Lark) grammar needs grammar_engine "
+                             "'llguidance' (or 'auto' with the llguidance package installed)")
+        return None, _llama(sp)
+    if sp.json_schema is not None:
+        kind, source = "json_schema", sp.json_schema
+    elif lark:
+        kind, source = "lark", text
+    elif getattr(grammar, "root", "root") != "root":
+        log.info("grammar_engine: llguidance reads GBNF from the rule 'root' only; this "
+                 "grammar starts at %r, so llama.cpp's grammar engine runs it", grammar.root)
+        return None, _llama(sp)
+    else:
+        kind, source = "gbnf", text
+    try:
+        return constraint_for(vocab, kind, source), None
+    except GrammarError as exc:
+        if lark:
+            raise
+        reason = str(exc)
+    try:
+        fallback = _llama(sp)
+    except SchemaError as exc:  # neither engine takes it: say both
+        raise SchemaError(f"{exc}; and {reason}") from None
+    log.info("grammar_engine: %s; llama.cpp's grammar engine runs it instead", reason)
+    return None, fallback
