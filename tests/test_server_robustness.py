@@ -380,3 +380,34 @@ thread.join(30)
     assert ('llama_cffi_http_requests_total{method="GET",route="other",status="500"} 3.0'
             in out), out
     assert out.count("Traceback") == 3  # each bug logged with its traceback
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
+def test_a_client_gone_during_a_stream_is_a_disconnect(server: Server, path: str) -> None:
+    before, gone_before = _http_counts(server)
+    log_before = len(server.log.read_bytes())
+    body: dict[str, Any] = (
+        {"model": "smollm", "stream": True, "max_tokens": 300, "ignore_eos": True}
+        if path == "/v1/chat/completions" else {"model": "smollm",
+                                                  "options": {"num_predict": 300}})
+    body["messages"] = [{"role": "user", "content": "Tell me a long story."}]
+    data = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+                     "\r\n".encode() + data)
+        got = b""
+        while got.count(b"\n") < 12:  # the status line and a few pieces
+            chunk = sock.recv(4096)
+            assert chunk, got
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200")
+    key = ("POST", path, "response")
+    _wait_for(lambda: _http_counts(server)[1][key] == gone_before[key] + 1,
+              "the disconnect was not counted")
+    counted = _delta(_http_counts(server)[0], before)
+    counted.pop(("GET", "/metrics", "200"), None)
+    assert counted == Counter({("POST", path, "200"): 1})  # its status line was sent
+    _wait_for(lambda: not any(s["is_processing"] for s in server.get("/slots")[1]),
+              "the slot was not freed")
+    log = server.log.read_bytes()[log_before:].decode(errors="replace")
+    assert "Traceback" not in log and "ERROR" not in log, log
