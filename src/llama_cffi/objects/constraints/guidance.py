@@ -12,7 +12,10 @@ its samplers.
 
 JSON schemas are compiled without free whitespace: items are separated by
 ``", "`` and keys by ``": "`` (llama.cpp's converter allows at most one space
-there), which keeps a small model from filling its output with newlines.
+there), which keeps a small model from filling its output with newlines;
+``oneOf`` is read as ``anyOf`` (exclusivity not enforced) and an object's
+absent ``additionalProperties`` as false (:func:`closed_objects`), as
+llama.cpp's converter reads them.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ KINDS = ("json_schema", "lark", "regex", "gbnf")
 CACHE_SIZE = 64
 """Compiled grammars kept per model (least recently used dropped first)."""
 JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ",
-                                "key_separator": ": "}
+                                "key_separator": ": ", "coerce_one_of": True}
 _LANES = np.arange(32, dtype=np.int64)
 
 _lock = threading.Lock()
@@ -101,6 +104,21 @@ def compile_grammar(vocab: Vocab, kind: str, source: str) -> llguidance.LLMatche
     return found
 
 
+def closed_objects(schema: Any) -> Any:
+    """A copy of ``schema`` in which an object schema with ``properties`` and no
+    ``additionalProperties`` allows no other keys (llama.cpp's converter reads
+    it so; JSON Schema allows any, which lets a model add keys without end)."""
+    if isinstance(schema, list):
+        return [closed_objects(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed_objects(v) for k, v in schema.items()}
+    if "additionalProperties" not in out and ("properties" in out or
+                                              "patternProperties" in out):
+        out["additionalProperties"] = False
+    return out
+
+
 def cache_info() -> dict[str, int]:
     """Hits and misses of the compiled-grammar cache, and its entries (all models)."""
     with _lock:
@@ -111,6 +129,8 @@ def constraint_for(vocab: Vocab, kind: str, source: str | dict[str, Any] | bool)
         GuidanceConstraint:
     """A fresh constraint for one request (``source``: the grammar text, or a
     JSON schema as a dict)."""
+    if kind == "json_schema" and not isinstance(source, str):
+        source = closed_objects(source)
     text = source if isinstance(source, str) else json.dumps(source)
     matcher = compile_grammar(vocab, kind, text).deep_copy()
     return GuidanceConstraint(matcher, vocab.n_tokens, kind)
