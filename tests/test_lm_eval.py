@@ -5,9 +5,8 @@ here from a plain Context's logits.
 
 lm-eval is heavy (pandas, pyarrow, scikit-learn, datasets ...: about 740 MB
 in a fresh virtual environment) and is not in the test extra: the test runs
-it with the interpreter that has it, this one or ``LLAMA_CFFI_LM_EVAL_PYTHON``
-(e.g. a venv made with ``pip install "lm-eval[api]"``), and is skipped when
-neither has it. The task is written here (a YAML with a local jsonl
+it with the interpreter that has it (``LLAMA_CFFI_LM_EVAL_PYTHON``, or this
+one), or makes a virtual environment with it once in the cache folder. The task is written here (a YAML with a local jsonl
 dataset), so nothing is downloaded.
 """
 
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 import llama_cffi as lc
+from llama_cffi import models
 
 from .server_util import ours
 
@@ -41,14 +41,25 @@ DOCS = [
 ]
 
 
-def lm_eval_python() -> str | None:
-    """An interpreter that can import lm_eval, or None."""
+def lm_eval_python() -> str:
+    """An interpreter that can import lm_eval: ``LLAMA_CFFI_LM_EVAL_PYTHON``, this
+    one if it has lm-eval, else a virtual environment made once in the cache
+    folder with ``pip install "lm-eval[api]"`` (kept apart: lm-eval would change
+    the versions of packages the server uses)."""
     env = os.environ.get("LLAMA_CFFI_LM_EVAL_PYTHON")
     if env:
         return env
     if importlib.util.find_spec("lm_eval") is not None:
         return sys.executable
-    return None
+    venv = models.cache_dir().parent / "lm-eval-venv"
+    python = venv / "bin" / "python"
+    if not (venv / "complete").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                       timeout=300)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "lm-eval[api]"],
+                       check=True, timeout=1200)
+        (venv / "complete").touch()
+    return str(python)
 
 
 def write_task(folder: Path) -> None:
@@ -90,9 +101,6 @@ def loglikelihood(ctx: lc.Context, context: list[int], continuation: list[int]) 
 
 def test_lm_eval_local_completions_multiple_choice(smollm2_path: Path, tmp_path: Path) -> None:
     python = lm_eval_python()
-    if python is None:
-        pytest.skip("lm-eval is not installed (pip install 'lm-eval[api]', or set "
-                    "LLAMA_CFFI_LM_EVAL_PYTHON to a Python that has it)")
     write_task(tmp_path)
     driver = Path(__file__).with_name("lm_eval_driver.py")
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
