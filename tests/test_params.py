@@ -41,7 +41,8 @@ CHANGED = {
         dynatemp_exponent=2.0, mirostat=2, mirostat_tau=4.0, mirostat_eta=0.2,
         adaptive_target=0.5, adaptive_decay=0.8, seed=1234, min_keep=2,
         logit_bias=((15, 1.5), (16, -math.inf)), samplers=("top_k", "temperature"),
-        grammar='root ::= "yes" | "no"', json_schema=None, backend_sampling=True),
+        grammar='root ::= "yes" | "no"', json_schema=None, backend_sampling=True,
+        grammar_engine="llama"),
     lc.SpeculativeParams: dict(
         spec_type="ngram-simple", draft_model="draft.gguf", draft_n_max=5, draft_n_min=1,
         draft_p_min=0.5, draft_n_gpu_layers=9, draft_devices=("RPC1",), draft_type_k="q8_0",
