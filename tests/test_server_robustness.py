@@ -54,6 +54,7 @@ def _message(answer: Any) -> str:
 
 
 JSON_ENDPOINTS = ["/v1/chat/completions", "/chat/completions", "/v1/completions",
+                  "/v1/responses",
                   "/v1/embeddings", "/api/chat", "/api/generate", "/api/embed",
                   "/api/embeddings", "/api/show", "/tokenize", "/detokenize",
                   "/apply-template", "/models/unload"]
@@ -97,6 +98,8 @@ NON_FINITE = [
      CHAT + ', "tools": [{"type": "function", "function": {"name": "f", "parameters": '
      '{"type": "object", "properties": {"a": {"type": "number", "maximum": Infinity}}}}}]}',
      "tools[0].function.parameters.properties.a.maximum"),
+    ("/v1/responses", '{"model": "smollm", "input": "Hi", "max_output_tokens": 1, '
+                      '"temperature": Infinity}', "temperature"),
     ("/v1/completions", '{"model": "smollm", "prompt": "a", "max_tokens": 1, '
                         '"presence_penalty": -Infinity}', "presence_penalty"),
     ("/v1/embeddings", '{"model": "minilm", "input": [101, NaN]}', "input[1]"),

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...engine.results import Completion
-from .errors import ApiError, bad_request, from_exception, json_body
+from .errors import ApiError, bad_request, from_exception, parse_body
 from .openai_api import ChatRun, OpenAIRoutes, chat_logprobs
 from .responses_schemas import (ResponsesRequest, chat_body, check_tool_choice, check_tools,
                                 input_messages, renamed)
@@ -174,7 +174,7 @@ class ResponsesRoutes:
         ]
 
     async def create(self, request: Request) -> Response:
-        body = ResponsesRequest.parse(await json_body(request))
+        body = await parse_body(request, ResponsesRequest.parse)
         body.refuse_unsupported()
         tools = check_tools(body.tools)
         choice = check_tool_choice(body.tool_choice, tools)
