@@ -239,38 +239,141 @@ static int32_t llama_cffi_argmax_biased(const float * x, int32_t n, const llama_
     return llama_cffi_argmax(scratch, n);
 }
 
+/* Put logit i (value v) among the n_top best in ids[0..*k) (sorted, best
+ * first; an equal logit stays behind the ones of lower ids). */
+static void llama_cffi_top_insert(const float * x, int32_t i, int32_t n_top, int32_t * ids,
+                                  int32_t * k) {
+    const float v = x[i];
+    if (isnan(v) || (*k == n_top && !(v > x[ids[*k - 1]]))) {
+        return;
+    }
+    int32_t at = *k < n_top ? (*k)++ : *k - 1;  /* the last place, then move up */
+    while (at > 0 && v > x[ids[at - 1]]) {
+        ids[at] = ids[at - 1];
+        at--;
+    }
+    ids[at] = i;
+}
+
+#ifdef LLAMA_CFFI_HAVE_AVX2_ARGMAX
+/* e^x for x <= 0 (8 lanes), to about 2e-7 relative: x = k ln2 + r with
+ * |r| <= ln2 / 2, e^r by its Taylor series to r^7 / 7!, times 2^k built in
+ * the exponent bits; x below -87 gives e^-87 (the sum it goes into is >= 1). */
+__attribute__((target("avx2,fma")))
+static __m256 llama_cffi_exp_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), x);  /* ln2, high part */
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.4286068202862268e-06f), r);      /* and the rest */
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k),
+                                                         _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* The AVX2 pass of llama_cffi_logprobs: the row's max, then sum(exp(x - max))
+ * added up in double, and the best n_top (only lanes above the current last
+ * one are looked at). 0 when the row holds NaN (the scalar pass decides). */
+__attribute__((target("avx2,fma")))
+static int32_t llama_cffi_lse_avx2(const float * x, int32_t n, int32_t n_top, int32_t * ids,
+                                   int32_t * k, double * lse) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    __m256 nan = _mm256_setzero_ps();
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        m = _mm256_max_ps(v, m);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(nan)) {
+        return 0;
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m);
+    float top = lanes[0];
+    for (int j = 1; j < 8; j++) {
+        top = lanes[j] > top ? lanes[j] : top;
+    }
+    for (int32_t j = i; j < n; j++) {
+        if (isnan(x[j])) {
+            return 0;
+        }
+        top = x[j] > top ? x[j] : top;
+    }
+    const __m256 mv = _mm256_set1_ps(top);
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 e = llama_cffi_exp_avx2(_mm256_sub_ps(v, mv));
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        if (n_top > 0) {
+            const float t = *k < n_top ? -INFINITY : x[ids[*k - 1]];
+            int mask = _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(t), _CMP_GT_OQ));
+            if (*k < n_top) {
+                mask = 0xff;
+            }
+            while (mask) {
+                llama_cffi_top_insert(x, i + __builtin_ctz((unsigned) mask), n_top, ids, k);
+                mask &= mask - 1;
+            }
+        }
+    }
+    double acc[4];
+    _mm256_storeu_pd(acc, _mm256_add_pd(s0, s1));
+    double sum = acc[0] + acc[1] + acc[2] + acc[3];
+    for (int32_t j = i; j < n; j++) {
+        sum += exp((double) x[j] - top);
+        llama_cffi_top_insert(x, j, n_top, ids, k);
+    }
+    *lse = (double) top + log(sum);
+    return 1;
+}
+#endif
+
 /* The log-softmax of row x at token tok and at the n_top largest logits
  * (found by partial selection: a sorted list of n_top, no sort of the row),
- * in double as the per-step path computes it: x - (max + log(sum(exp(x - max)))).
- * lp[0] is tok's, lp[1 + k] that of ids[k]; the best come first, the lower
- * id first among equal logits; NaN logits are never among the best. */
+ * as the per-step path computes it: x - (max + log(sum(exp(x - max)))), in
+ * double (with AVX2, each exp is a float one to about 2e-7 relative, the
+ * sum in double). lp[0] is tok's, lp[1 + k] that of ids[k]; the best come
+ * first, the lower id first among equal logits; NaN logits are never among
+ * the best (and make every value NaN). */
 static void llama_cffi_logprobs(const float * x, int32_t n_vocab, int32_t tok, int32_t n_top,
                                 double * lp, int32_t * ids) {
-    double m = -INFINITY;
-    for (int32_t i = 0; i < n_vocab; i++) {
-        if (x[i] > m) {
-            m = x[i];
-        }
-    }
-    double sum = 0.0;
-    for (int32_t i = 0; i < n_vocab; i++) {
-        sum += exp((double) x[i] - m);
-    }
-    const double lse = m + log(sum);
-    lp[0] = (tok >= 0 && tok < n_vocab) ? (double) x[tok] - lse : NAN;
+    double lse = 0.0;
     int32_t k = 0;
-    for (int32_t i = 0; i < n_vocab && n_top > 0; i++) {
-        const float v = x[i];
-        if (isnan(v) || (k == n_top && !(v > x[ids[k - 1]]))) {
-            continue;
-        }
-        int32_t at = k < n_top ? k++ : k - 1;  /* the last place, then move up */
-        while (at > 0 && v > x[ids[at - 1]]) {
-            ids[at] = ids[at - 1];
-            at--;
-        }
-        ids[at] = i;
+    int32_t done = 0;
+#ifdef LLAMA_CFFI_HAVE_AVX2_ARGMAX
+    if (n_vocab >= 64 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        done = llama_cffi_lse_avx2(x, n_vocab, n_top, ids, &k, &lse);
     }
+#endif
+    if (!done) {
+        double m = -INFINITY;
+        for (int32_t i = 0; i < n_vocab; i++) {
+            if (x[i] > m) {
+                m = x[i];
+            }
+        }
+        double sum = 0.0;
+        for (int32_t i = 0; i < n_vocab; i++) {
+            sum += exp((double) x[i] - m);
+        }
+        lse = m + log(sum);
+        k = 0;
+        for (int32_t i = 0; i < n_vocab && n_top > 0; i++) {
+            llama_cffi_top_insert(x, i, n_top, ids, &k);
+        }
+    }
+    lp[0] = (tok >= 0 && tok < n_vocab) ? (double) x[tok] - lse : NAN;
     for (int32_t j = 0; j < n_top; j++) {
         if (j >= k) {
             ids[j] = -1;  /* fewer tokens than asked for */

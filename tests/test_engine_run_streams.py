@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import llama_cffi as lc
 from llama_cffi._bindings import run as _run
+from llama_cffi.engine.slot import logprob_of
 from llama_cffi.objects.run import MAX_LOGPROBS, GenerationRun, RunSlot
 
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):",
@@ -104,10 +106,10 @@ def both_ways(llm: lc.LLM, requests: list[dict[str, Any]],
         assert (a.logprobs is None) == (b.logprobs is None)
         for x, y in zip(a.logprobs or [], b.logprobs or []):
             assert (x.token, x.text) == (y.token, y.text)
-            assert y.logprob == pytest.approx(x.logprob, abs=1e-9)
+            assert y.logprob == pytest.approx(x.logprob, abs=1e-6)
             assert [t for t, _, _ in y.top] == [t for t, _, _ in x.top]
             assert [p for _, p, _ in y.top] == [p for _, p, _ in x.top]
-            assert [v for _, _, v in y.top] == pytest.approx([v for _, _, v in x.top], abs=1e-9)
+            assert [v for _, _, v in y.top] == pytest.approx([v for _, _, v in x.top], abs=1e-6)
     assert fast_calls == plain_calls, "the runs decoded past where the requests ended"
     return fast
 
@@ -241,3 +243,43 @@ def test_a_run_checks_its_logprob_request(smollm2_path: Path) -> None:
             batch._guard.release()
             ctx._leave()
             assert res.status == -4 and res.steps == 0
+
+
+def test_the_c_logprobs_equal_the_per_step_ones_on_any_row() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 5, 8, 63, 64, 65, 1000, 49152):
+        for kind in range(5):
+            x = (rng.standard_normal(n) * 4).astype(np.float32)
+            if kind == 1:
+                x = np.round(x)  # ties: the lower id first
+            elif kind == 2:
+                x[:] = -np.inf
+                x[rng.integers(0, n)] = 3.0  # one token holds all the probability
+            elif kind == 3:
+                x[rng.integers(0, n, 3)] = -1e30  # far below: exp underflows
+            elif kind == 4:
+                x += 1e4  # large logits: only the differences count
+            tok = int(rng.integers(0, n))
+            for top in (0, 1, 5, MAX_LOGPROBS):
+                want = logprob_of(str, x, tok, min(top, n - 1) if n > 1 else 0)
+                value, best = _run.logprobs(x, tok, top)
+                if np.isfinite(want.logprob):
+                    assert value == pytest.approx(want.logprob, abs=1e-6), (n, kind, top)
+                else:
+                    assert value == want.logprob
+                assert len(best) == min(top, n)
+                ranked = sorted(range(n), key=lambda i: (-x[i], i))[:top]
+                assert [t for t, _ in best] == ranked  # the best, ties by lower id
+                for t, v in best:
+                    exact = float(x[t]) - (float(x.max()) + np.log(np.exp(
+                        x.astype(np.float64) - float(x.max())).sum()))
+                    assert v == pytest.approx(exact, abs=1e-6)
+    # NaN logits and bad ids never crash; NaN is never among the best
+    x = rng.standard_normal(100).astype(np.float32)
+    x[[0, 7]] = np.nan
+    value, best = _run.logprobs(x, 5, 3)
+    assert np.isnan(value) and all(t not in (0, 7) for t, _ in best)
+    value, _ = _run.logprobs(x[1:7], 999, 2)  # a token past the row
+    assert np.isnan(value)
+    with pytest.raises(ValueError, match="top log-probabilities"):
+        _run.logprobs(x, 1, MAX_LOGPROBS + 1)

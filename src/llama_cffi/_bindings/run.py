@@ -164,3 +164,16 @@ def argmax(row: np.ndarray) -> int:
     """llama.cpp's greedy choice over one row of float32 logits (the run's arg-max)."""
     x = np.ascontiguousarray(row, dtype=np.float32)
     return int(lib.llama_cffi_argmax(ffi.cast("const float *", ffi.from_buffer(x)), len(x)))
+
+
+def logprobs(row: np.ndarray, token: int, n_top: int) -> tuple[float, list[tuple[int, float]]]:
+    """The run's log-probabilities over one row of float32 logits: ``token``'s
+    and the ``n_top`` best (0..MAX_PROBS) as [(id, value)], best first."""
+    if not 0 <= n_top <= MAX_PROBS:
+        raise ValueError(f"0..{MAX_PROBS} top log-probabilities, not {n_top}")
+    x = np.ascontiguousarray(row, dtype=np.float32)
+    lp = ffi.new("double[]", 1 + n_top)
+    ids = ffi.new("int32_t[]", max(1, n_top))
+    lib.llama_cffi_logprobs(ffi.cast("const float *", ffi.from_buffer(x)), len(x), token, n_top,
+                            lp, ids)
+    return float(lp[0]), [(int(ids[k]), float(lp[1 + k])) for k in range(n_top) if ids[k] >= 0]
