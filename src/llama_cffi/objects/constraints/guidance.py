@@ -43,8 +43,8 @@ __all__ = ["CACHE_SIZE", "KINDS", "GuidanceConstraint", "cache_info", "compile_g
 KINDS = ("json_schema", "lark", "regex", "gbnf")
 CACHE_SIZE = 64
 """Compiled grammars kept per model (least recently used dropped first)."""
-JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ",
-                                "key_separator": ": ", "coerce_one_of": True}
+JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": True, "whitespace_pattern": r"[ ]?",
+                                "coerce_one_of": True}
 _LANES = np.arange(32, dtype=np.int64)
 
 _lock = threading.Lock()
@@ -105,16 +105,19 @@ def compile_grammar(vocab: Vocab, kind: str, source: str) -> llguidance.LLMatche
 
 
 def closed_objects(schema: Any) -> Any:
-    """A copy of ``schema`` in which an object schema with ``properties`` and no
-    ``additionalProperties`` allows no other keys (llama.cpp's converter reads
-    it so; JSON Schema allows any, which lets a model add keys without end)."""
+    """A copy of ``schema`` in which an object schema without
+    ``additionalProperties`` allows no keys beyond its ``properties``, as this
+    package's converter (:func:`~llama_cffi.objects.json_schema.to_gbnf`)
+    reads it, so that both engines take a schema the same way. (JSON Schema
+    allows other keys, which lets a small model add keys without end.)"""
     if isinstance(schema, list):
         return [closed_objects(x) for x in schema]
     if not isinstance(schema, dict):
         return schema
     out = {k: closed_objects(v) for k, v in schema.items()}
-    if "additionalProperties" not in out and ("properties" in out or
-                                              "patternProperties" in out):
+    t = out.get("type")
+    is_object = "properties" in out or t == "object" or (isinstance(t, list) and "object" in t)
+    if is_object and "additionalProperties" not in out and "patternProperties" not in out:
         out["additionalProperties"] = False
     return out
 
