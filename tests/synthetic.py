@@ -99,8 +99,9 @@ def write_moe_model(path: Path, tokenizer_source: Path, seed: int = 0,
 EXPERT_BYTES_PER_LAYER = 3 * N_EXPERT * N_FF * N_EMBD * 4
 
 
-def write_dense_model(path: Path, tokenizer_source: Path, seed: int = 0) -> Path:
-    """A 4-layer dense llama-architecture model (f32) of the same shape as the MoE."""
+def write_dense_model(path: Path, tokenizer_source: Path, seed: int = 0, n_head: int = 2) -> Path:
+    """A 4-layer dense llama-architecture model (f32) of the same widths as the MoE;
+    2 heads of 32 (a q8_0 KV block is 32 values)."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("synthetic-dense")
@@ -108,9 +109,9 @@ def write_dense_model(path: Path, tokenizer_source: Path, seed: int = 0) -> Path
     w.add_embedding_length(N_EMBD)
     w.add_block_count(N_LAYER)
     w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD)
-    w.add_rope_dimension_count(N_EMBD // N_HEAD)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(N_EMBD // n_head)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     n_vocab = _copy_tokenizer(w, tokenizer_source)
