@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# CI's Vulkan step (issue 21): the Vulkan kit (scripts/vulkan_sdk.sh), a
+# second, Vulkan-enabled wheel built in build/vulkan (llama.cpp's tools in
+# build/vulkan/bin), installed into build/vulkan/site, and the device tests
+# (tests/test_vulkan.py) on it, on lavapipe listed twice (Vulkan0, Vulkan1).
+#
+# Run from .ci/run inside its virtual environment (pytest and the test
+# requirements installed); the main install is not touched. Exits non-zero,
+# with a message naming the step, when any step fails: a kit that cannot be
+# fetched (no apt mirror on the first run; later runs reuse the cached kit)
+# fails the step rather than skipping it. LLAMA_CFFI_CI_VULKAN=0 in .ci/run
+# leaves the step out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { echo "ci_vulkan: $*" >&2; }
+
+step "Vulkan kit"
+if ! kit_env="$(scripts/vulkan_sdk.sh)"; then
+    step "FAILED: the Vulkan kit could not be set up (messages above); LLAMA_CFFI_CI_VULKAN=0 leaves this step out"
+    exit 1
+fi
+eval "$kit_env"
+export GGML_VK_VISIBLE_DEVICES=0,0
+
+step "Vulkan wheel (build/vulkan)"
+rm -rf build/vulkan/wheels build/vulkan/site
+CMAKE_ARGS="$LLAMA_CFFI_VULKAN_CMAKE_ARGS" python -m pip wheel . --no-deps -w build/vulkan/wheels \
+    -C build-dir=build/vulkan -C cmake.define.LLAMA_CFFI_BUILD_TOOLS=ON
+python -m pip install --no-deps --target build/vulkan/site build/vulkan/wheels/llama_cffi-*.whl
+built=$(( $(date +%s) - start ))
+
+export PYTHONPATH="$PWD/build/vulkan/site"
+export LLAMA_CFFI_TOOLS_DIR="$PWD/build/vulkan/bin"
+# the tests run (and fail) even if this import were not the Vulkan build
+export LLAMA_CFFI_TEST_VULKAN=1
+python -c "import llama_cffi as lc; print(lc.__file__); print(lc.system_info())"
+step "device tests"
+python -m pytest -m vulkan tests/test_vulkan.py -v -p no:cacheprovider
+step "build ${built} s, total $(( $(date +%s) - start )) s"
