@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -29,7 +30,10 @@ from _common import TimedDecode, random_tokens
 import llama_cffi as lc
 from llama_cffi.engine.engine import RUN_STEPS
 
-N_PROMPT, N_GEN, THREADS = 32, 128, 2
+N_PROMPT, N_GEN = 32, 128
+THREADS = int(os.environ.get("STREAM_COST_THREADS", "2"))
+"""Decode threads (the environment's STREAM_COST_THREADS; 1 leaves a core to the
+stream pump and the readers on a 2-core machine)."""
 
 
 def p50_p95(gaps: list[float]) -> tuple[float, float]:
@@ -74,8 +78,9 @@ def engine_requests(llm: lc.LLM, k: int, rng: random.Random,
 
 def engine_part(path: str, pairs: int) -> None:
     rng = random.Random(1)
-    print(f"\nStreams and logprobs (top 5), {N_GEN} greedy tokens per request, median of "
-          f"{pairs} interleaved pairs (runs in C, then one Python step per token)\n")
+    print(f"\nStreams and logprobs (top 5), {N_GEN} greedy tokens per request, {THREADS} "
+          f"threads, median of {pairs} interleaved pairs (runs in C, then one Python step "
+          "per token)\n")
     print("| requests | kind | runs: t/s, binding ms/token | per-step: t/s, binding ms/token | "
           "t/s ratio | gap p50 / p95 ms, runs | gap p50 / p95 ms, per-step |")
     print("|---|---|---|---|---|---|---|")
@@ -143,4 +148,5 @@ def server_part(path: str, requests: int) -> None:
 
 def stream_cost(path: str, pairs: int) -> None:
     engine_part(path, pairs)
-    server_part(path, max(2, pairs))
+    if os.environ.get("STREAM_COST_SERVERS", "1") != "0":
+        server_part(path, max(2, pairs))

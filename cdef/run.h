@@ -427,6 +427,8 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
     float * scratch = NULL;
     const float ** rows = (const float **) malloc((size_t) n_slots * sizeof(float *));
     int32_t * picked = (int32_t *) malloc((size_t) n_slots * sizeof(int32_t));
+    const float ** lp_rows = (const float **) malloc((size_t) n_slots * sizeof(float *));
+    llama_token * chosen = (llama_token *) malloc((size_t) n_slots * sizeof(llama_token));
     res->status = 0;
     res->steps = 0;
     res->t_decode_us = 0;
@@ -449,13 +451,15 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
             }
         }
     }
-    if (rows == NULL || picked == NULL) {
+    if (rows == NULL || picked == NULL || lp_rows == NULL || chosen == NULL) {
         res->status = -3;
     }
     if (res->status != 0) {  /* out of memory or bad slots: Python takes the step */
         free(scratch);
         free(rows);
         free(picked);
+        free(lp_rows);
+        free(chosen);
         return;
     }
     for (int32_t step = 0; step < max_steps; step++) {
@@ -496,7 +500,7 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
             }
         }
         llama_cffi_argmax_rows(rows, n_rows, n_vocab, n_threads, picked);
-        int32_t stop_run = 0;
+        int32_t n_lp = 0;
         for (int32_t i = 0, r = 0; i < n_slots; i++) {
             llama_cffi_run_slot * s = &slots[i];
             llama_token tok;
@@ -512,21 +516,39 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
                 }
                 tok = llama_sampler_sample(s->chain, ctx, i);
             }
-            if (s->n_probs >= 0) {
-                const int32_t w = 1 + s->n_probs;
-                double * lp = s->lp_out + (size_t) s->n_out * (size_t) w;
-                int32_t * ids = s->lp_ids + (size_t) s->n_out * (size_t) s->n_probs;
-                if (row != NULL) {
-                    llama_cffi_logprobs(row, n_vocab, tok, s->n_probs, lp, ids);
-                } else {  /* no logits (sampled in the graph): nothing to give */
-                    for (int32_t k = 0; k < w; k++) {
-                        lp[k] = NAN;
-                    }
-                    for (int32_t k = 0; k < s->n_probs; k++) {
-                        ids[k] = -1;
-                    }
+            chosen[i] = tok;
+            lp_rows[i] = row;
+            n_lp += s->n_probs >= 0;
+        }
+        /* the log-probabilities of the slots that ask for them, shared among
+         * the context's threads (each slot writes only its own memory) */
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1) \
+            if (n_threads > 1 && n_lp > 1)
+#endif
+        for (int32_t i = 0; i < n_slots; i++) {
+            llama_cffi_run_slot * s = &slots[i];
+            if (s->n_probs < 0) {
+                continue;
+            }
+            const int32_t w = 1 + s->n_probs;
+            double * lp = s->lp_out + (size_t) s->n_out * (size_t) w;
+            int32_t * ids = s->lp_ids + (size_t) s->n_out * (size_t) s->n_probs;
+            if (lp_rows[i] != NULL) {
+                llama_cffi_logprobs(lp_rows[i], n_vocab, chosen[i], s->n_probs, lp, ids);
+            } else {  /* no logits (sampled in the graph): nothing to give */
+                for (int32_t k = 0; k < w; k++) {
+                    lp[k] = NAN;
+                }
+                for (int32_t k = 0; k < s->n_probs; k++) {
+                    ids[k] = -1;
                 }
             }
+        }
+        int32_t stop_run = 0;
+        for (int32_t i = 0; i < n_slots; i++) {
+            llama_cffi_run_slot * s = &slots[i];
+            const llama_token tok = chosen[i];
             s->n_past++;
             s->out[s->n_out++] = tok;
             if (!s->ignore_eos && llama_vocab_is_eog(vocab, tok)) {
@@ -560,4 +582,6 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
     free(scratch);
     free(rows);
     free(picked);
+    free(lp_rows);
+    free(chosen);
 }
