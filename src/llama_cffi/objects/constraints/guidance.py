@@ -14,7 +14,7 @@ JSON schemas are compiled without free whitespace: items are separated by
 ``", "`` and keys by ``": "`` (llama.cpp's converter allows at most one space
 there), which keeps a small model from filling its output with newlines;
 ``oneOf`` is read as ``anyOf`` (exclusivity not enforced) and an object's
-absent ``additionalProperties`` as false (:func:`closed_objects`), as
+absent ``additionalProperties`` as false (:func:`as_llama_reads`), as
 llama.cpp's converter reads them.
 """
 
@@ -46,6 +46,7 @@ CACHE_SIZE = 64
 JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": True, "whitespace_pattern": r"[ ]?",
                                 "coerce_one_of": True}
 _LANES = np.arange(32, dtype=np.int64)
+_BOUND = 10**16 - 1
 
 _lock = threading.Lock()
 _cache: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str],
@@ -104,18 +105,27 @@ def compile_grammar(vocab: Vocab, kind: str, source: str) -> llguidance.LLMatche
     return found
 
 
-def closed_objects(schema: Any) -> Any:
+def as_llama_reads(schema: Any) -> Any:
     """A copy of ``schema`` in which an object schema without
     ``additionalProperties`` allows no keys beyond its ``properties``, as this
     package's converter (:func:`~llama_cffi.objects.json_schema.to_gbnf`)
-    reads it, so that both engines take a schema the same way. (JSON Schema
-    allows other keys, which lets a small model add keys without end.)"""
+    reads it, so that both engines take a schema the same way (JSON Schema
+    allows other keys, which lets a small model add keys without end); and
+    numbers without bounds get at most 16 digits before the point and 10
+    after it (llama.cpp's converter: 16 and 16; a small model otherwise writes
+    digits until ``max_tokens``), and no exponent. Output valid under the copy is valid under
+    ``schema``."""
     if isinstance(schema, list):
-        return [closed_objects(x) for x in schema]
+        return [as_llama_reads(x) for x in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: closed_objects(v) for k, v in schema.items()}
+    out = {k: as_llama_reads(v) for k, v in schema.items()}
     t = out.get("type")
+    if t in ("integer", "number"):  # bounded digits, as llama.cpp's converter
+        out.setdefault("minimum", -_BOUND if t == "integer" else -1e16)
+        out.setdefault("maximum", _BOUND if t == "integer" else 1e16)
+        if t == "number" and "multipleOf" not in out:
+            out["multipleOf"] = 1e-10  # the finest step llguidance computes exactly
     is_object = "properties" in out or t == "object" or (isinstance(t, list) and "object" in t)
     if is_object and "additionalProperties" not in out and "patternProperties" not in out:
         out["additionalProperties"] = False
@@ -133,7 +143,7 @@ def constraint_for(vocab: Vocab, kind: str, source: str | dict[str, Any] | bool)
     """A fresh constraint for one request (``source``: the grammar text, or a
     JSON schema as a dict)."""
     if kind == "json_schema" and not isinstance(source, str):
-        source = closed_objects(source)
+        source = as_llama_reads(source)
     text = source if isinstance(source, str) else json.dumps(source)
     matcher = compile_grammar(vocab, kind, text).deep_copy()
     return GuidanceConstraint(matcher, vocab.n_tokens, kind)
