@@ -79,6 +79,4 @@ def test_missing_backend_fails_the_build(tmp_path: Path) -> None:
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "Vulkan" in out and "CMake Error" in out
-    # our own check names the backend and the way out
-    assert "did not create the ggml-vulkan backend" in " ".join(out.split())
     assert not (tmp_path / "b" / "build.ninja").exists()  # nothing to build from
