@@ -23,8 +23,9 @@
 # Options: --dir DIR (default $LLAMA_CFFI_VULKAN_DIR, else
 # ${LLAMA_CFFI_CACHE:-~/.cache/llama_cffi}/vulkan), --force (refetch).
 # A second run with the kit already in place only prints the exports.
-# Exit status is non-zero (with a message naming the step) when a package
-# cannot be fetched, e.g. offline: nothing falls back silently.
+# Exit status: 0 with the kit ready; 3 when a package could not be fetched
+# (offline, no apt mirror); 1 for anything else. Each failure prints a
+# message naming the step; nothing falls back silently.
 set -euo pipefail
 
 dir="${LLAMA_CFFI_VULKAN_DIR:-${LLAMA_CFFI_CACHE:-$HOME/.cache/llama_cffi}/vulkan}"
@@ -40,6 +41,7 @@ done
 
 say() { echo "vulkan_sdk: $*" >&2; }
 die() { echo "vulkan_sdk: error: $*" >&2; exit 1; }
+die_fetch() { echo "vulkan_sdk: error: $*" >&2; exit 3; }
 
 # Bump when the recipe changes so that an older kit is rebuilt.
 recipe=2
@@ -80,7 +82,7 @@ for pkg in "${closure[@]}"; do
 done
 say "fetching ${fetch[*]}"
 ( cd "$debs" && apt-get download "${fetch[@]}" ) >&2 2>&1 \
-    || die "apt-get download failed (no network or no apt mirror?): ${fetch[*]}"
+    || die_fetch "apt-get download failed (no network or no apt mirror?): ${fetch[*]}"
 for deb in "$debs"/*.deb; do
     dpkg -x "$deb" "$root"
 done
@@ -115,10 +117,10 @@ if ! grep -rqs 'struct LayerSettingEXT' "$root/usr/include/vulkan/"; then
     apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=$apt_dir/parts"
               -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
               -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "Acquire::Languages=none")
-    apt-get "${apt_opts[@]}" update >&2 || die "apt-get update of $suite from $uri failed"
+    apt-get "${apt_opts[@]}" update >&2 || die_fetch "apt-get update of $suite from $uri failed"
     mkdir -p "$debs/headers"
     ( cd "$debs/headers" && apt-get "${apt_opts[@]}" download "libvulkan-dev/$suite" ) >&2 \
-        || die "apt-get download libvulkan-dev/$suite failed"
+        || die_fetch "apt-get download libvulkan-dev/$suite failed"
     # Only the headers: the loader stays the one of this system's release.
     mkdir -p "$dir/headers"
     dpkg -x "$debs"/headers/libvulkan-dev_*.deb "$dir/headers"
