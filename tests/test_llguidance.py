@@ -249,3 +249,23 @@ def test_server_response_format(server: Server) -> None:
     status, body = server.post("/v1/chat/completions", {
         "messages": ASK, "max_tokens": 4, "grammar_engine": "xgrammar"})
     assert status == 400 and "grammar_engine" in json.dumps(body)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"type": "string", "minLength": 5,
+                                            "maxLength": 2}}},
+    {"type": "array", "items": {"type": "integer", "minimum": 3, "maximum": 1}},
+    '{"type": "array", "minItems": 4, "maxItems": 1}',
+])
+def test_contradictory_bounds_refused_as_llama_cpp_does(schema: object) -> None:
+    """llguidance compiles a schema whose bounds no value meets and quietly
+    leaves the impossible part out; both engines refuse it instead."""
+    from llama_cffi.errors import SchemaError
+    from llama_cffi.objects.constraints.select import check_bounds
+    from llama_cffi.objects.json_schema import to_gbnf
+
+    with pytest.raises(SchemaError, match="larger than"):
+        check_bounds(schema)
+    with pytest.raises(SchemaError):
+        to_gbnf(schema)  # type: ignore[arg-type]
+    check_bounds({"type": "object", "properties": {"minLength": {"type": "integer"}}})

@@ -20,6 +20,7 @@ llama.cpp's converter rejects) is served by llguidance. Lark text
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,35 @@ log = logging.getLogger("llama_cffi")
 def available() -> bool:
     """Whether llguidance is installed (``pip install llama-cffi[llguidance]``)."""
     return importlib.util.find_spec("llguidance") is not None
+
+
+_BOUNDS = (("minLength", "maxLength"), ("minItems", "maxItems"),
+           ("minProperties", "maxProperties"), ("minimum", "maximum"))
+
+
+def check_bounds(schema: Any) -> None:
+    """SchemaError for a lower bound above its upper bound anywhere in
+    ``schema`` (no value satisfies both). llama.cpp's converter refuses such a
+    schema; llguidance would compile it and quietly generate around the
+    impossible part (an optional property left out), so both engines refuse it."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError:
+            return  # llguidance's own parser reports it
+    stack: list[tuple[Any, str]] = [(schema, "root")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for lo_key, hi_key in _BOUNDS:
+                lo, hi = node.get(lo_key), node.get(hi_key)
+                if (isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+                        and not isinstance(lo, bool) and not isinstance(hi, bool) and lo > hi):
+                    raise SchemaError(f"{path}: {lo_key} ({lo}) is larger than {hi_key} "
+                                      f"({hi}): no value can satisfy both")
+            stack.extend((v, f"{path}.{k}") for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
 
 
 def _llama(sp: SamplingParams) -> Grammar | str | None:
@@ -65,6 +95,7 @@ def choose(vocab: Vocab, sp: SamplingParams) -> tuple[GuidanceConstraint | None,
         return None, _llama(sp)
     if sp.json_schema is not None:
         kind, source = "json_schema", sp.json_schema
+        check_bounds(source)
     elif lark:
         kind, source = "lark", text
     elif getattr(grammar, "root", "root") != "root":
