@@ -163,12 +163,12 @@ class ServerConfig:
 
     def resolve(self, name: str) -> ModelEntry | None:
         """:meth:`find`, or the only model when :attr:`any_model_name` is set
-        (the unknown name is logged once)."""
+        (each unknown name is logged once, for the first 256 names)."""
         found = self.find(name)
         if found is None and self.any_model_name and len(self.models) == 1:
             found = self.models[0]
-            if name not in self._answered_names:
-                self._answered_names.add(name)
+            if name not in self._answered_names and len(self._answered_names) < 256:
+                self._answered_names.add(name)  # bounded: clients choose the names
                 log.warning("requests for model %r are answered by %r, the only model "
                             "served", name, found.name)
         return found
