@@ -21,17 +21,10 @@ import pytest
 from pydantic import BaseModel
 
 from .server_util import Server, ours
+from .test_tools_with_schema import PERSON, WEATHER
 
 pytestmark = pytest.mark.slow
 
-PERSON = {"type": "object", "properties": {
-    "name": {"type": "string", "minLength": 1, "maxLength": 20},
-    "age": {"type": "integer", "minimum": 0, "maximum": 150}}, "required": ["name", "age"]}
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather of a city",
-    "parameters": {"type": "object", "properties": {
-        "city": {"type": "string", "minLength": 1, "maxLength": 30},
-        "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"]}}}
 ABOUT_YOU: list[Any] = [{"role": "user", "content": "Who are you? Reply with your name and age."}]
 RESPONSE_FORMAT: Any = {"type": "json_schema", "json_schema": {"name": "person",
                                                               "schema": PERSON}}
