@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .balancer import BalancerRoutes
 from .config import ServerConfig
 from .errors import ApiError, from_exception, is_disconnect
 from .llama_api import LlamaRoutes
@@ -199,7 +200,7 @@ def create_app(config: ServerConfig, *, loader: Loader = load_entry) -> Starlett
         finally:
             await manager.stop()
 
-    routes = [*OpenAIRoutes(state).routes(), *ResponsesRoutes(state).routes(),
+    routes = [*BalancerRoutes(state).routes(), *OpenAIRoutes(state).routes(), *ResponsesRoutes(state).routes(),
               *LlamaRoutes(state).routes(), *OllamaRoutes(state).routes()]
     middleware = [Middleware(Guard, state=state)]
     if config.cors_origins:  # inside the counting, outside the key check (its 401s get CORS)

@@ -1,5 +1,5 @@
-"""llama-server's own endpoints: /health, /tokenize, /detokenize,
-/apply-template, /props, /slots, /metrics (Prometheus), and model unloading."""
+"""llama-server's own endpoints: /tokenize, /detokenize, /apply-template, /props,
+/metrics (Prometheus), and model unloading (/health and /slots: balancer.py)."""
 
 from __future__ import annotations
 
@@ -25,19 +25,13 @@ class LlamaRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/health", self.health, methods=["GET"]),
-            Route("/v1/health", self.health, methods=["GET"]),
             Route("/tokenize", self.tokenize, methods=["POST"]),
             Route("/detokenize", self.detokenize, methods=["POST"]),
             Route("/apply-template", self.apply_template, methods=["POST"]),
             Route("/props", self.props, methods=["GET"]),
-            Route("/slots", self.slots, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/models/unload", self.unload, methods=["POST"]),
         ]
-
-    async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
 
     async def tokenize(self, request: Request) -> Response:
         body = await parse_body(request, TokenizeRequest.parse)
@@ -107,15 +101,6 @@ class LlamaRoutes:
                     "audio": bool(llm.projector and llm.projector.supports_audio)},
                 "build_info": self.state.fingerprint,
             })
-
-    async def slots(self, request: Request) -> Response:
-        out = []
-        for name, lm in list(self.state.manager.loaded.items()):
-            engine = lm.llm.engine
-            for slot in engine.slots:
-                out.append({"id": slot.seq_id, "model": name, "n_ctx": lm.llm.ctx.n_ctx_seq,
-                            "is_processing": slot.busy, "n_cached_tokens": len(slot.cache)})
-        return JSONResponse(out)
 
     async def metrics(self, request: Request) -> Response:
         data, content_type = render_metrics(self.state)
