@@ -121,7 +121,7 @@ def run_child(py: Path, model: Path | None, ngls: list[int],
                           cwd=str(py.parent), check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
     assert "site-packages" in str(result["file"])  # the venv's install, not the checkout
     return result
 
