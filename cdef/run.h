@@ -18,7 +18,17 @@
  * count n_pub is stored (with release order) after the token and its
  * log-probabilities are written, and one byte goes to notify_fd after the
  * step, so a thread of the caller hands the token on while the next decode
- * runs. The run holds no Python objects and calls no Python. */
+ * runs.
+ *
+ * A slot with an llguidance matcher (llg.h) is constrained by its grammar:
+ * a greedy slot keeps its arg-max when the matcher takes it (checked without
+ * computing the mask) and otherwise takes the best token the mask allows; any
+ * other chain runs over the allowed tokens only (their logits, in id order),
+ * as the per-step path does; the matcher then consumes the token. When
+ * llguidance reports an error, or allows no token, the slot ends with why 5
+ * and err saying why (its token of that step is not chosen).
+ *
+ * The run holds no Python objects and calls no Python. */
 #include <math.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -28,6 +38,8 @@
 #ifndef _WIN32
 #include <unistd.h>
 #endif
+
+#include "llg.h"
 
 #define LLAMA_CFFI_RUN_TAIL 512
 #define LLAMA_CFFI_RUN_MAX_STOP 128
@@ -65,7 +77,8 @@ typedef struct llama_cffi_run_slot {
     llama_token * out;      /* room for max_steps tokens */
     int32_t n_out;
     int32_t why;            /* 0, or why the run ended here: 1 end of generation,
-                               2 last allowed token, 3 maybe a stop string, 4 sequence full */
+                               2 last allowed token, 3 maybe a stop string, 4 sequence full,
+                               5 the grammar failed (err) */
     /* log-probabilities of the chosen tokens, set by Python: n_probs < 0 none,
      * else the chosen token's and the n_probs best (at most LLAMA_CFFI_RUN_MAX_PROBS) */
     int32_t n_probs;
@@ -75,6 +88,9 @@ typedef struct llama_cffi_run_slot {
     int32_t stream;
     int32_t n_pub;          /* tokens of out (and lp_out) published: another thread reads
                                it while the run goes on (LLAMA_CFFI_PUBLISH) */
+    /* constrained output, set by Python: the request's llguidance matcher or NULL */
+    llama_cffi_llg_matcher * llg;
+    const char * err;       /* why == 5: llguidance's error, or ours (written by the run) */
 } llama_cffi_run_slot;
 
 typedef struct llama_cffi_run_result {
@@ -384,6 +400,101 @@ static void llama_cffi_logprobs(const float * x, int32_t n_vocab, int32_t tok, i
     }
 }
 
+static int32_t llama_cffi_ctz(uint32_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctz(x);
+#else
+    int32_t n = 0;
+    while (!(x & 1u)) {
+        x >>= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+/* The slot's mask of allowed tokens into mask (bytes long); 0, or -1 with err set. */
+static int32_t llama_cffi_run_llg_mask(llama_cffi_run_slot * s, uint32_t * mask, size_t bytes) {
+    if (llama_cffi_llg_mask(s->llg, mask, bytes) != 0) {
+        const char * e = llama_cffi_llg_error(s->llg);
+        s->err = e != NULL ? e : "llguidance could not compute the token mask";
+        return -1;
+    }
+    return 0;
+}
+
+static const char * const llama_cffi_llg_none =
+    "the grammar allows no token here: the output so far cannot be continued";
+
+/* A greedy slot under its grammar: the arg-max ``tok`` when the matcher takes
+ * it, else the first of the largest logits among the allowed tokens (the
+ * greedy sampler over them); -1 on an error. */
+static llama_token llama_cffi_run_llg_greedy(llama_cffi_run_slot * s, const float * row,
+                                             int32_t n_vocab, llama_token tok, uint32_t * mask,
+                                             size_t bytes) {
+    const uint32_t t = (uint32_t) tok;
+    if (llama_cffi_llg_validate(s->llg, &t, 1) == 1) {
+        return tok;
+    }
+    if (llama_cffi_run_llg_mask(s, mask, bytes) != 0) {
+        return -1;
+    }
+    int32_t best = -1;
+    const int32_t words = (int32_t) (bytes / 4);
+    for (int32_t w = 0; w < words; w++) {
+        uint32_t bits = mask[w];
+        while (bits) {
+            const int32_t id = w * 32 + llama_cffi_ctz(bits);
+            bits &= bits - 1;
+            if (id < n_vocab && (best < 0 || row[id] > row[best])) {
+                best = id;
+            }
+        }
+    }
+    if (best < 0) {
+        s->err = llama_cffi_llg_none;
+    }
+    return best;
+}
+
+/* Any other chain under its grammar: the chain runs over the allowed tokens
+ * (in id order) and its choice is accepted by the chain; -1 on an error. */
+static llama_token llama_cffi_run_llg_sample(llama_cffi_run_slot * s, const float * row,
+                                             int32_t n_vocab, uint32_t * mask, size_t bytes,
+                                             llama_token_data * cands) {
+    if (llama_cffi_run_llg_mask(s, mask, bytes) != 0) {
+        return -1;
+    }
+    size_t n = 0;
+    const int32_t words = (int32_t) (bytes / 4);
+    for (int32_t w = 0; w < words; w++) {
+        uint32_t bits = mask[w];
+        while (bits) {
+            const int32_t id = w * 32 + llama_cffi_ctz(bits);
+            bits &= bits - 1;
+            if (id < n_vocab) {
+                cands[n].id = id;
+                cands[n].logit = row[id];
+                cands[n].p = 0.0f;
+                n++;
+            }
+        }
+    }
+    if (n == 0) {
+        s->err = llama_cffi_llg_none;
+        return -1;
+    }
+    llama_token_data_array cur = { cands, n, -1, false };
+    llama_sampler_apply(s->chain, &cur);
+    if (cur.selected < 0 || (size_t) cur.selected >= cur.size) {
+        s->err = "the sampler chain selected no token among those the grammar allows";
+        return -1;
+    }
+    const llama_token tok = cur.data[cur.selected].id;
+    llama_sampler_accept(s->chain, tok);
+    return tok;
+}
+
 /* Append a token's text to the slot's tail; 1 when a stop string may have
  * been reached (Python decides on the decoded text). */
 static int32_t llama_cffi_run_stop(const struct llama_vocab * vocab, llama_cffi_run_slot * s,
@@ -434,9 +545,20 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
     res->t_decode_us = 0;
     res->t_sample_us = 0;
     int32_t streams = 0;
+    size_t mask_bytes = 0;
+    int32_t n_cands = 0;
     for (int32_t i = 0; i < n_slots; i++) {
         slots[i].n_out = 0;
         slots[i].why = 0;
+        slots[i].err = NULL;
+        if (slots[i].llg != NULL) {
+            const size_t b = llama_cffi_llg.loaded ? llama_cffi_llg_mask_bytes(slots[i].llg) : 0;
+            if (b < (size_t) (n_vocab + 31) / 32 * 4) {
+                res->status = -4;  /* not a matcher for this vocabulary: Python's step */
+            }
+            mask_bytes = b > mask_bytes ? b : mask_bytes;
+            n_cands |= !slots[i].argmax;
+        }
         LLAMA_CFFI_PUBLISH(&slots[i].n_pub, 0);
         streams |= slots[i].stream;
         if (slots[i].n_probs > LLAMA_CFFI_RUN_MAX_PROBS
@@ -451,10 +573,16 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
             }
         }
     }
-    if (rows == NULL || picked == NULL || lp_rows == NULL || chosen == NULL) {
+    uint32_t * mask = mask_bytes ? (uint32_t *) malloc(mask_bytes) : NULL;
+    llama_token_data * cands = n_cands ? (llama_token_data *) malloc(
+        (size_t) n_vocab * sizeof(llama_token_data)) : NULL;
+    if (rows == NULL || picked == NULL || lp_rows == NULL || chosen == NULL
+            || (mask_bytes && mask == NULL) || (n_cands && cands == NULL)) {
         res->status = -3;
     }
     if (res->status != 0) {  /* out of memory or bad slots: Python takes the step */
+        free(mask);
+        free(cands);
         free(scratch);
         free(rows);
         free(picked);
@@ -509,16 +637,33 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
                 row = rows[r];
                 tok = llama_cffi_argmax_biased(rows[r], n_vocab, s, picked[r], scratch);
                 r++;
-                llama_sampler_accept(s->chain, tok);
+                if (s->llg != NULL) {
+                    tok = llama_cffi_run_llg_greedy(s, row, n_vocab, tok, mask, mask_bytes);
+                }
+                if (tok >= 0) {
+                    llama_sampler_accept(s->chain, tok);
+                }
+            } else if (s->llg != NULL) {
+                row = llama_get_logits_ith(ctx, i);
+                tok = llama_cffi_run_llg_sample(s, row, n_vocab, mask, mask_bytes, cands);
             } else {
                 if (s->n_probs >= 0) {  /* the row before the chain changes anything */
                     row = llama_get_logits_ith(ctx, i);
                 }
                 tok = llama_sampler_sample(s->chain, ctx, i);
             }
+            /* (a stopped matcher takes no more tokens, not even the end of
+             * generation it allows: the request ends on that token anyway) */
+            if (tok >= 0 && s->llg != NULL
+                    && !(llama_vocab_is_eog(vocab, tok) && llama_cffi_llg_stopped(s->llg))
+                    && llama_cffi_llg_consume(s->llg, (uint32_t) tok) != 0) {
+                const char * e = llama_cffi_llg_error(s->llg);
+                s->err = e != NULL ? e : "llguidance refused the chosen token";
+                tok = -1;
+            }
             chosen[i] = tok;
             lp_rows[i] = row;
-            n_lp += s->n_probs >= 0;
+            n_lp += s->n_probs >= 0 && tok >= 0;
         }
         /* the log-probabilities of the slots that ask for them, shared among
          * the context's threads (each slot writes only its own memory) */
@@ -528,7 +673,7 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
 #endif
         for (int32_t i = 0; i < n_slots; i++) {
             llama_cffi_run_slot * s = &slots[i];
-            if (s->n_probs < 0) {
+            if (s->n_probs < 0 || chosen[i] < 0) {
                 continue;
             }
             const int32_t w = 1 + s->n_probs;
@@ -550,15 +695,19 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
             llama_cffi_run_slot * s = &slots[i];
             const llama_token tok = chosen[i];
             s->n_past++;
-            s->out[s->n_out++] = tok;
-            if (!s->ignore_eos && llama_vocab_is_eog(vocab, tok)) {
-                s->why = 1;
-            } else if (s->remaining > 0 && --s->remaining == 0) {
-                s->why = 2;
-            } else if (s->n_stops > 0 && llama_cffi_run_stop(vocab, s, tok)) {
-                s->why = 3;
+            if (tok < 0) {  /* the grammar failed: no token for this step */
+                s->why = 5;
             } else {
-                s->next = tok;
+                s->out[s->n_out++] = tok;
+                if (!s->ignore_eos && llama_vocab_is_eog(vocab, tok)) {
+                    s->why = 1;
+                } else if (s->remaining > 0 && --s->remaining == 0) {
+                    s->why = 2;
+                } else if (s->n_stops > 0 && llama_cffi_run_stop(vocab, s, tok)) {
+                    s->why = 3;
+                } else {
+                    s->next = tok;
+                }
             }
             stop_run |= s->why != 0;
             if (s->stream) {
@@ -579,6 +728,8 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
             break;
         }
     }
+    free(mask);
+    free(cands);
     free(scratch);
     free(rows);
     free(picked);

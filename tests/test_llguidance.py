@@ -192,6 +192,7 @@ def test_gbnf_through_llguidance(smol: lc.LLM) -> None:
     gbnf = 'root ::= "(" [a-c]{2,3} ")" ws\nws ::= " "?'
     constraint, grammar = choose(smol.model.vocab, lc.SamplingParams(grammar=gbnf))
     assert constraint is not None and grammar is None
+    constraint.close()  # it owns its C matcher
     r = smol.complete("Letters:", grammar=gbnf, temperature=0.8, seed=1, max_tokens=10)
     assert re.fullmatch(r"\([a-c]{2,3}\) ?", r.text), r.text
 
@@ -202,6 +203,7 @@ def test_forced_tool_call(llm: lc.LLM) -> None:
     assert prep.grammar is not None
     constraint, _ = choose(llm.model.vocab, lc.SamplingParams(grammar=prep.grammar))
     assert constraint is not None  # the tools' GBNF runs on llguidance
+    constraint.close()
     r = llm.chat(messages, tools=[WEATHER], tool_choice="required", temperature=0,
                  max_tokens=80)
     assert r.tool_calls and r.tool_calls[0].name == "get_weather"

@@ -58,7 +58,8 @@ class RunMemory:
 def set_slot(mem: RunMemory, i: int, where: tuple[int, int, int], limits: tuple[int, bool],
              next_token: int, chain: CData, argmax: bool,
              bias: tuple[np.ndarray, np.ndarray] | None, stops: Sequence[bytes],
-             tail: bytes, n_vocab: int, n_probs: int = -1, stream: bool = False) -> None:
+             tail: bytes, n_vocab: int, n_probs: int = -1, stream: bool = False,
+             llg: CData | None = None) -> None:
     """Fill slot ``i``: ``where`` (seq_id, tokens in its KV, tokens it may hold),
     ``limits`` (tokens it may still generate or -1, whether end of generation
     is ignored), the token to decode next, its chain (``argmax``: the chain
@@ -66,7 +67,9 @@ def set_slot(mem: RunMemory, i: int, where: tuple[int, int, int], limits: tuple[
     context's ``n_vocab``: C adds the values to a copy of the logits), its
     stop strings and the last bytes of its text; ``n_probs``: the chosen
     tokens' log-probabilities with the ``n_probs`` best (0..MAX_PROBS; -1:
-    none); ``stream``: publish each token as soon as it is chosen."""
+    none); ``stream``: publish each token as soon as it is chosen; ``llg``:
+    the request's llguidance matcher (``cdef/llg.h``), which constrains the
+    chain's choice and advances in C (kept alive by its owner)."""
     if not -1 <= n_probs <= MAX_PROBS:
         raise ValueError(f"a run gives 0..{MAX_PROBS} top log-probabilities, not {n_probs}")
     s = mem.slots[i]
@@ -79,6 +82,8 @@ def set_slot(mem: RunMemory, i: int, where: tuple[int, int, int], limits: tuple[
     s.next = next_token
     s.chain = chain
     s.argmax = int(argmax)
+    s.llg = NULL if llg is None else llg
+    s.err = NULL
     keep: list[object] = []
     if bias is not None and argmax:
         ids = np.ascontiguousarray(bias[0], dtype=np.int32)
@@ -131,6 +136,15 @@ def run(mem: RunMemory, ctx: CData, batch: CData, n_slots: int, max_steps: int,
 def tokens(mem: RunMemory, i: int) -> list[int]:
     """The tokens slot ``i`` sampled in the last run."""
     return ffi.unpack(mem.outs[i], int(mem.slots[i].n_out))  # type: ignore[no-any-return]
+
+
+def error(mem: RunMemory, i: int) -> str | None:
+    """Why slot ``i``'s grammar failed in the last run (its last step chose no
+    token), or None."""
+    s = mem.slots[i]
+    if int(s.why) != 5:
+        return None
+    return "the grammar failed" if s.err == NULL else ffi.string(s.err).decode("utf-8", "replace")
 
 
 def published(mem: RunMemory, i: int) -> int:

@@ -15,9 +15,14 @@ reaches the reader as soon as it is decoded (:mod:`.run_stream`). Logprobs
 (up to :data:`MAX_LOGPROBS` alternatives) are computed in C during the run
 from the same row of logits the per-step path reads.
 
+A request constrained by llguidance (JSON schema, ``response_format``,
+forced tool calls, regex, Lark, GBNF it reads) runs too: C masks and
+advances its matcher; a grammar error ends it with a GrammarError, as the
+per-step path does.
+
 A slot keeps the per-step path while its request asks for a stopping
 criterion or more than :data:`MAX_LOGPROBS` logprob alternatives, samples
-with Python samplers or a grammar, has a stop string longer than the run
+with Python samplers or llama.cpp's grammar engine, has a stop string longer than the run
 follows, or needs its context shifted; and all slots do while requests wait
 for a slot, engine calls are queued, a speculative proposer is set or the
 context has an abort callback. Anything that would interrupt a step (a new
@@ -31,6 +36,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from ..errors import GrammarError
 from ..objects.run import MAX_LOGPROBS, MAX_STOP_BYTES, GenerationRun, RunSlot, TokenLogprobs
 from .run_stream import Entry, Job, StreamPump, accept_tokens
 
@@ -85,10 +91,11 @@ def try_run(engine: Engine) -> bool:
         first = firsts[i]
         assert first is not None
         e = pumped.get(i)
+        failed = outcome.errors[i]
         if e is not None:
-            _settle(engine, slot, first, toks, (e.taken, e.finish, e.error))
+            _settle(engine, slot, first, toks, (e.taken, e.finish, e.error), failed)
         else:
-            _take(engine, slot, first, toks, outcome.logprobs[i])
+            _take(engine, slot, first, toks, outcome.logprobs[i], failed)
     engine._update_gauges()
     return True
 
@@ -133,9 +140,10 @@ def _budget(busy: list[Slot]) -> float | None:
 
 
 def _take(engine: Engine, slot: Slot, first: int, tokens: list[int],
-          lps: list[TokenLogprobs] | None) -> None:
+          lps: list[TokenLogprobs] | None, failed: str | None) -> None:
     """Hand the slot the tokens a run sampled for it (``first``: the token the
-    run decoded first), as the per-step path does."""
+    run decoded first), as the per-step path does; ``failed``: why its grammar
+    failed after them."""
     req = slot.req
     assert req is not None
     taken: tuple[int, str | None, BaseException | None]
@@ -147,16 +155,24 @@ def _take(engine: Engine, slot: Slot, first: int, tokens: list[int],
             return
     else:
         taken = accept_tokens(slot, tokens, lps, engine.facts.is_eog, engine.facts.text)
-    _settle(engine, slot, first, tokens, taken)
+    _settle(engine, slot, first, tokens, taken, failed)
 
 
 def _settle(engine: Engine, slot: Slot, first: int, tokens: list[int],
-            taken: tuple[int, str | None, BaseException | None]) -> None:
+            taken: tuple[int, str | None, BaseException | None],
+            failed: str | None = None) -> None:
     """After the slot took ``taken[0]`` of the run's ``tokens``: its KV
     bookkeeping, and the end of its request if it ended (the tokens the run
-    decoded past that end are removed from the KV cache)."""
+    decoded past that end are removed from the KV cache). ``failed``: the
+    slot's grammar failed after its tokens (all of them decoded), which ends
+    its request with a GrammarError unless it ended before."""
     n, finish, error = taken
     slot.cache.append(first)  # decoded by the run, as each token after it but the last
+    if finish is None and failed is not None:
+        slot.cache += tokens
+        slot.timings.target_passes += n
+        engine._finish(slot, "error", GrammarError(failed))
+        return
     slot.cache += tokens[:n - 1]
     slot.timings.target_passes += n
     if finish is not None:

@@ -423,6 +423,8 @@ class SamplerChain(Handle):
         self._guard.wait()
         try:
             self._detach()  # the context must not keep a pointer to a freed chain
+            if self._constraint is not None:
+                self._constraint.close()
             super().close()
         finally:
             self._guard.release()
@@ -510,7 +512,12 @@ def chain_for(vocab: Vocab | Model, sp: SamplingParams, *,
     ``first``: samplers to run before all others (Python logits processors)."""
     settings = {name: getattr(sp, name) for name in DEFAULTS}
     constraint, settings["grammar"] = choose(vocab_of(vocab), sp)
-    chain = build_chain(vocab_of(vocab), settings, first=first)
+    try:
+        chain = build_chain(vocab_of(vocab), settings, first=first)
+    except BaseException:
+        if constraint is not None:
+            constraint.close()
+        raise
     chain._constraint = constraint
     return chain
 

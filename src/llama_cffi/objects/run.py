@@ -17,9 +17,14 @@ streamed slot's tokens as they are chosen (:attr:`RunSlot.stream`): another
 thread reads them during the run (:meth:`GenerationRun.published`,
 :meth:`GenerationRun.read`), woken after each step by :meth:`GenerationRun.wait`.
 
+A chain with an llguidance constraint (JSON schema, regex, Lark, GBNF on
+llguidance) runs too: C masks its choice with the matcher and advances it
+(``cdef/run.h``), as :meth:`SamplerChain.sample` does step by step; a
+grammar error ends that sequence's run with :attr:`RunOutcome.errors`.
+
 What a run leaves to the caller: text, stop strings on the decoded text (the
-run only finds where one may be) and Python samplers or grammars (such
-chains cannot run: :meth:`GenerationRun.can_run`).
+run only finds where one may be) and Python samplers or llama.cpp grammars
+(such chains cannot run: :meth:`GenerationRun.can_run`).
 """
 
 from __future__ import annotations
@@ -91,6 +96,9 @@ class RunOutcome(NamedTuple):
     """Each sequence's sampled tokens, in the order of the slots given."""
     logprobs: list[list[TokenLogprobs] | None]
     """Each sequence's log-probabilities of its tokens (None: not asked for)."""
+    errors: list[str | None]
+    """Why a sequence's grammar (llguidance) failed, or None: such a sequence
+    chose no token in the run's last step (its tokens were all decoded)."""
 
 
 class GenerationRun:
@@ -157,8 +165,11 @@ class GenerationRun:
     @staticmethod
     def can_run(chain: SamplerChain) -> bool:
         """Whether a run can sample with ``chain``: it selects a token and has no
-        Python sampler or grammar (those need Python between tokens)."""
-        return chain._selects and not chain._stepwise() and not chain.closed
+        Python sampler or llama.cpp grammar (those need Python between tokens;
+        an llguidance constraint runs in C)."""
+        kinds = chain._kinds
+        return chain._selects and "grammar" not in kinds and "python" not in kinds \
+            and not chain.closed and (chain._constraint is None or not chain._constraint.closed)
 
     def interrupt(self) -> None:
         """End the current run after its decode in progress (any thread)."""
@@ -207,9 +218,12 @@ class GenerationRun:
                 held.append(ch)
                 if not self.can_run(ch):
                     raise ValueError(f"{ch!r} cannot be used in a generation run")
+                llg = ch._constraint
+                argmax = ch.is_argmax or (llg is not None and ch._names == ["greedy"])
                 _run.set_slot(self._mem, i, (s.seq_id, s.n_past, s.n_limit),
-                              (s.remaining, s.ignore_eos), s.next_token, ch.ptr, ch.is_argmax,
-                              _bias(ch), s.stops, s.tail, n_vocab, s.logprobs, s.stream)
+                              (s.remaining, s.ignore_eos), s.next_token, ch.ptr, argmax,
+                              _bias(ch), s.stops, s.tail, n_vocab, s.logprobs, s.stream,
+                              None if llg is None else llg.ptr)
             ctx._sampled = None
             budget_us = _run.NO_BUDGET if budget is None else max(0, int(budget * 1e6))
             fd = self._notify_fd() if any(s.stream for s in slots) else -1
@@ -222,12 +236,13 @@ class GenerationRun:
                 ctx._sampled = sampled_snapshot(batch, n, ctx._samplers)
             toks = [_run.tokens(self._mem, i) for i in range(n)]
             lps = [_run.read(self._mem, i, 0, len(toks[i]))[1] for i in range(n)]
+            errors = [_run.error(self._mem, i) for i in range(n)]
         finally:
             for ch in held:
                 ch._guard.release()
             batch._guard.release()
             ctx._leave()
-        return RunOutcome(status, done, decode_us / 1e6, sample_us / 1e6, toks, lps)
+        return RunOutcome(status, done, decode_us / 1e6, sample_us / 1e6, toks, lps, errors)
 
 
 def _bias(chain: SamplerChain) -> tuple[np.ndarray, np.ndarray] | None:

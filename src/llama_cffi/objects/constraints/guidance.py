@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..._bindings import llg as _llg
 from ...errors import GrammarError
-from .tokenizer import tokenizer_for
+from ..handle import Handle
+from .tokenizer import Tokenizer, tokenizer_for
 
 if TYPE_CHECKING:
-    import llguidance
-
+    from ..._bindings.raw import CData
     from ..vocab import Vocab
 
 __all__ = ["CACHE_SIZE", "KINDS", "GuidanceConstraint", "cache_info", "compile_grammar",
@@ -50,7 +51,7 @@ _BOUND = 10**16 - 1
 
 _lock = threading.Lock()
 _cache: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str],
-                                                   llguidance.LLMatcher | str]] = \
+                                                   GuidanceConstraint | str]] = \
     weakref.WeakKeyDictionary()
 _stats = {"hits": 0, "misses": 0}
 
@@ -70,13 +71,12 @@ def _grammar_text(kind: str, source: str) -> str:
     raise ValueError(f"unknown grammar kind {kind!r}; known: {', '.join(KINDS)}")
 
 
-def compile_grammar(vocab: Vocab, kind: str, source: str) -> llguidance.LLMatcher:
+def compile_grammar(vocab: Vocab, kind: str, source: str) -> GuidanceConstraint:
     """The compiled matcher (in its start state) for ``source`` on ``vocab``'s
     model, from the cache when it was compiled before. GrammarError when
-    llguidance cannot take it (the reason is cached too). Do not advance the
-    returned matcher: copy it (:func:`constraint_for` does)."""
-    import llguidance
-
+    llguidance cannot take it (the reason is cached too). The returned
+    matcher is the cache's: copy it (:meth:`GuidanceConstraint.copy`, as
+    :func:`constraint_for` does), never advance or close it."""
     owner = vocab.owner
     key = (kind, source)
     with _lock:
@@ -88,17 +88,27 @@ def compile_grammar(vocab: Vocab, kind: str, source: str) -> llguidance.LLMatche
     if found is None:
         tok = tokenizer_for(vocab)
         try:
-            found = llguidance.LLMatcher(tok, _grammar_text(kind, source), log_level=0)
-            if found.is_error():
-                found = found.get_error()
+            text = _grammar_text(kind, source)
+            c_kind = "llguidance" if text.lstrip().startswith("{") else "lark"
+            found = GuidanceConstraint(tok, _llg.matcher_new(tok.ptr, c_kind, text),
+                                       vocab.n_tokens, kind)
+            error = found.error()
+            if error is not None:
+                found.close()
+                found = error
         except ValueError as exc:
             found = str(exc)
         with _lock:
             _stats["misses"] += 1
             entries = _cache.setdefault(owner, OrderedDict())
+            old = entries.get(key)
             entries[key] = found
             while len(entries) > CACHE_SIZE:
-                entries.popitem(last=False)
+                _, dropped = entries.popitem(last=False)
+                if not isinstance(dropped, str):
+                    dropped.close()
+            if old is not None and not isinstance(old, str):
+                old.close()  # compiled twice at once: keep one
     if isinstance(found, str):
         what = kind.replace("_", " ")
         raise GrammarError(f"llguidance cannot compile this {what}: {found.strip()}")
@@ -141,36 +151,54 @@ def cache_info() -> dict[str, int]:
 def constraint_for(vocab: Vocab, kind: str, source: str | dict[str, Any] | bool) -> \
         GuidanceConstraint:
     """A fresh constraint for one request (``source``: the grammar text, or a
-    JSON schema as a dict)."""
+    JSON schema as a dict); its owner closes it (the request's chain does)."""
     if kind == "json_schema" and not isinstance(source, str):
         source = as_llama_reads(source)
     text = source if isinstance(source, str) else json.dumps(source)
-    matcher = compile_grammar(vocab, kind, text).deep_copy()
-    return GuidanceConstraint(matcher, vocab.n_tokens, kind)
+    for _ in range(3):
+        template = compile_grammar(vocab, kind, text)
+        with _lock:  # no cache drop closes the template while it is copied
+            if not template.closed:
+                return template.copy()
+    raise GrammarError("the compiled grammar was dropped from the cache while in use; "
+                       "try again")  # only when other threads keep evicting it
 
 
-class GuidanceConstraint:
-    """One request's llguidance matcher over a vocabulary of ``n_vocab`` tokens.
+class GuidanceConstraint(Handle):
+    """One grammar state: llguidance's matcher (``llama_cffi_llg_matcher *``,
+    ``cdef/llg.h``) over the vocabulary of ``n_vocab`` tokens of ``tokenizer``.
 
-    Used by one thread at a time (the chain that owns it).
+    It owns its C matcher and frees it once (``close()``, or the chain that
+    owns it closing; a ResourceWarning when it is collected unclosed). The
+    engine's generation runs advance it in C (:attr:`ptr`). Used by one
+    thread at a time (the chain that owns it); :meth:`copy` of a matcher no
+    thread advances (a cached compiled one) is safe from any thread.
     """
 
-    def __init__(self, matcher: llguidance.LLMatcher, n_vocab: int, kind: str) -> None:
-        self._m = matcher
+    def __init__(self, tokenizer: Tokenizer, ptr: CData, n_vocab: int, kind: str) -> None:
+        self._own(ptr, _llg.free)
+        self.tokenizer = tokenizer  # its C memory outlives the matcher anyway (counted)
         self.kind = kind
         self.n_vocab = n_vocab
-        self._mask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+        self._mask = np.zeros(_llg.mask_words(ptr), dtype=np.int32)
+        tokenizer.owner._adopt(self)  # closed before the model
+
+    def copy(self) -> GuidanceConstraint:
+        """A new constraint in this one's state."""
+        return GuidanceConstraint(self.tokenizer, _llg.clone(self.ptr), self.n_vocab, self.kind)
+
+    def error(self) -> str | None:
+        """llguidance's error, or None."""
+        return _llg.error(self.ptr)
 
     def allows(self, token: int) -> bool:
         """Whether the grammar allows ``token`` next."""
-        return self._m.validate_tokens([token]) == 1
+        return _llg.validate(self.ptr, token)
 
     def allowed(self) -> np.ndarray:
         """The ids of the tokens the grammar allows next (sorted int32)."""
-        m = self._m
-        m.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
-        if m.is_error():
-            raise GrammarError(f"the grammar cannot continue: {m.get_error().strip()}")
+        if not _llg.mask(self.ptr, self._mask):
+            raise GrammarError(f"the grammar cannot continue: {(self.error() or '').strip()}")
         words = np.flatnonzero(self._mask)
         bits = np.unpackbits(self._mask[words].view(np.uint8), bitorder="little")
         ids = (words[:, None] * 32 + _LANES)[bits.reshape(-1, 32).astype(bool)]
@@ -178,20 +206,25 @@ class GuidanceConstraint:
         return out
 
     def consume(self, token: int) -> None:
-        """Advance with the chosen ``token`` (GrammarError if the grammar forbids it)."""
-        if not self._m.consume_token(int(token)):
+        """Advance with the chosen ``token`` (GrammarError if the grammar forbids
+        it). A stopped matcher (the grammar is complete) takes no more tokens:
+        the end-of-generation token it allows then leaves it as it is."""
+        ptr = self.ptr
+        if token in self.tokenizer.eos_tokens and _llg.stopped(ptr):
+            return
+        if not _llg.consume(ptr, int(token)):
             raise GrammarError(f"token {token} is not allowed by the grammar here: "
-                               f"{self._m.get_error().strip()}")
+                               f"{(self.error() or '').strip()}")
 
     def reset(self) -> None:
         """Back to the start of the grammar."""
-        self._m.reset()
+        if not _llg.reset(self.ptr):
+            raise GrammarError(f"the grammar cannot be reset: {(self.error() or '').strip()}")
 
     @property
     def accepting(self) -> bool:
         """Whether the output so far is complete under the grammar."""
-        return self._m.is_accepting()
-
+        return _llg.accepting(self.ptr)
     def sample(self, logits: np.ndarray, pick: Callable[[np.ndarray, np.ndarray], int],
                greedy: bool) -> int:
         """The next token under the grammar, consumed.

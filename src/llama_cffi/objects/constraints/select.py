@@ -24,6 +24,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..._bindings import llg as _llg
 from ...errors import GrammarError, SchemaError
 from ..grammar import Grammar, is_llguidance
 from .guidance import GuidanceConstraint, constraint_for
@@ -38,8 +39,9 @@ log = logging.getLogger("llama_cffi")
 
 
 def available() -> bool:
-    """Whether llguidance is installed (``pip install llama-cffi[llguidance]``)."""
-    return importlib.util.find_spec("llguidance") is not None
+    """Whether llguidance is installed (``pip install llama-cffi[llguidance]``) and
+    its library loads (:func:`llama_cffi._bindings.llg.load`)."""
+    return importlib.util.find_spec("llguidance") is not None and not _llg.load()
 
 
 _BOUNDS = (("minLength", "maxLength"), ("minItems", "maxItems"),

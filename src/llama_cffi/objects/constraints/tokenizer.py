@@ -1,4 +1,4 @@
-"""A model's vocabulary as llguidance's tokenizer (``LLTokenizer``), made once per model.
+"""A model's vocabulary as llguidance's tokenizer (its C API's), made once per model.
 
 llguidance computes its token masks over the byte strings of the tokens. They
 come from the model's own vocabulary: each token's piece as llama.cpp renders
@@ -21,19 +21,19 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ..._bindings import llg as _llg
 from ..._bindings import vocab as _vocab
 from ..._bindings.enums import TokenAttr
+from ..handle import Handle
 
 if TYPE_CHECKING:
-    import llguidance
-
     from ..vocab import Vocab
 
-__all__ = ["Pieces", "pieces_of", "tokenizer_for"]
+__all__ = ["Pieces", "Tokenizer", "pieces_of", "tokenizer_for"]
 
 _SPECIAL = TokenAttr.CONTROL | TokenAttr.USER_DEFINED
 _lock = threading.Lock()
-_tokenizers: weakref.WeakKeyDictionary[Any, llguidance.LLTokenizer] = weakref.WeakKeyDictionary()
+_tokenizers: weakref.WeakKeyDictionary[Any, Tokenizer] = weakref.WeakKeyDictionary()
 
 
 class Pieces:
@@ -72,42 +72,38 @@ def pieces_of(vocab: Vocab) -> Pieces:
     return Pieces(tokens, special, sorted(eog))
 
 
-class _Source:
-    """What llguidance's ``TokenizerWrapper`` asks of a tokenizer. Tokenizing
-    goes through llama.cpp (llguidance uses it for text it must tokenize
-    itself); the model is held weakly so that the cache entry does not
-    keep the model alive."""
+class Tokenizer(Handle):
+    """llguidance's tokenizer for one model (``llama_cffi_llg_tok *``, ``cdef/llg.h``):
+    the tokens' bytes, the end-of-generation ids, and ``llama_tokenize`` on
+    the model's vocabulary for text llguidance must tokenize itself.
+
+    Closed with its model (``close()`` stops the tokenizing; llguidance's
+    memory goes with the last matcher made from it). Threads may share it.
+    """
 
     def __init__(self, vocab: Vocab, pieces: Pieces) -> None:
-        self.tokens = pieces.tokens
-        self.special_token_ids = pieces.special
-        self.eos_token_id = pieces.eog[0] if pieces.eog else vocab.eos
-        self.bos_token_id = vocab.bos
-        self._owner: weakref.ref[Any] = weakref.ref(vocab.owner)
+        if not pieces.eog and vocab.eos is None:
+            raise ValueError("the vocabulary has no end-of-generation token for a grammar "
+                             "to end with")
+        eos: list[int] = pieces.eog or [int(vocab.eos)]  # type: ignore[arg-type]
+        with vocab.borrow() as ptr:  # valid until the model closes, which closes this first
+            self._own(_llg.tokenizer_new(ptr, pieces.tokens, eos), _llg.tokenizer_close)
+        self.owner = vocab.owner
+        self.vocab_size = vocab.n_tokens
+        self.eos_tokens = list(eos)
+        self.owner._adopt(self)
 
-    def __call__(self, text: bytes | str) -> list[int]:
-        owner = self._owner()
-        if owner is None:
-            raise RuntimeError("the model of this tokenizer was freed")
-        vocab: Vocab = owner.vocab
-        return vocab.tokenize(text, add_special=False, parse_special=False)
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        """The bytes the tokens ``ids`` stand for (special tokens left out)."""
+        return _llg.decode(self.ptr, [int(t) for t in ids])
 
 
-def tokenizer_for(vocab: Vocab) -> llguidance.LLTokenizer:
+def tokenizer_for(vocab: Vocab) -> Tokenizer:
     """llguidance's tokenizer for ``vocab``'s model, built on first use and kept
-    while the model lives."""
-    import llguidance
-
+    while the model lives (ValueError when llguidance cannot be loaded)."""
     owner = vocab.owner
     with _lock:
         tok = _tokenizers.get(owner)
-        if tok is None:
-            pieces = pieces_of(vocab)
-            if not pieces.eog and vocab.eos is None:
-                raise ValueError("the vocabulary has no end-of-generation token for a grammar "
-                                 "to end with")
-            eos: list[int] = pieces.eog or [int(vocab.eos)]  # type: ignore[arg-type]
-            wrapper = llguidance.TokenizerWrapper(_Source(vocab, pieces))
-            tok = llguidance.LLTokenizer(wrapper, n_vocab=vocab.n_tokens, eos_token=eos)
-            _tokenizers[owner] = tok
+        if tok is None or tok.closed:
+            tok = _tokenizers[owner] = Tokenizer(vocab, pieces_of(vocab))
         return tok
