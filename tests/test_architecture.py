@@ -2,7 +2,8 @@
 
 Layers, lowest first (ARCHITECTURE.md): ``errors``/``_version`` ->
 ``_bindings`` (with the compiled ``_llama``) -> ``objects`` -> ``engine`` ->
-``api`` -> ``apps``; the package's ``__init__``/``__main__`` sit on top.
+``api`` -> ``apps`` -> ``integrations`` (Ray hosts: the API and the
+server app); the package's ``__init__``/``__main__`` sit on top.
 A module may import only from its own layer or below (imports for type
 checking included), the imports between modules form no circle (imports
 inside functions count; imports under ``TYPE_CHECKING``, which never run,
@@ -23,8 +24,8 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "llama_cffi"
 ROOT = SRC if SRC.is_dir() else PKG
 
 RANKS = {"errors": 0, "_version": 0, "_llama": 1, "_bindings": 1, "objects": 2,
-         "engine": 3, "api": 4, "apps": 5, "compat": 5, "__init__": 6, "__main__": 6,
-         "raw": 6}
+         "engine": 3, "api": 4, "apps": 5, "compat": 5, "integrations": 6, "__init__": 7,
+         "__main__": 7, "raw": 7}
 # Public modules that re-export ``lib`` for users (an import, never a call of it).
 LIB_REEXPORTS = {"raw"}
 # compat (llama-cpp-python's API over LLM) is an application of the API, as apps are
