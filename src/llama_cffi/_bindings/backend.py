@@ -248,3 +248,9 @@ def supports() -> dict[str, bool]:
 def system_info() -> str:
     """``llama_print_system_info``: llama.cpp's one-line summary."""
     return checked.string(lib.llama_print_system_info())
+
+
+def build_patches() -> tuple[str, ...]:
+    """The files of ``patches/`` applied to the llama.cpp source this build was
+    compiled from (none for an unpatched ``-DLLAMA_CPP_DIR`` tree)."""
+    return tuple(p for p in checked.string(lib.llama_cffi_build_patches()).split(",") if p)

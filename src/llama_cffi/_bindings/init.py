@@ -5,8 +5,9 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+from pathlib import Path
 
-from . import log
+from . import loader, log
 from .raw import BUILD_OPTIONS, lib
 
 _init_lock = threading.Lock()
@@ -26,9 +27,9 @@ def ensure_initialised() -> None:
             return
         log.install()
         if "GGML_BACKEND_DL" in BUILD_OPTIONS:
-            # Backends are separate modules installed next to the libraries.
-            lib.ggml_backend_load_all_from_path(
-                os.path.dirname(os.path.dirname(__file__)).encode())
+            # Backends are separate modules installed next to the libraries
+            # (the best CPU variant of the portable profile) and in plugins.
+            loader.load_backends(Path(os.path.dirname(os.path.dirname(__file__))))
         lib.llama_backend_init()
         atexit.register(log.uninstall)
         _initialised.set()

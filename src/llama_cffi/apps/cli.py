@@ -9,6 +9,7 @@ names of llama.cpp's own tools (``-m``, ``-n``, ``-c``, ``-ngl``, ``-ts``,
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ from ..objects.context import default_threads
 from ..objects.model import Model
 from ..objects.params import SamplingParams, SpeculativeParams
 from ..objects.params.fields import from_args
-from ..objects.system import system_info
+from ..objects.system import ENV_CPU_VARIANT, system_info
 from . import bench, cli_media
 from .serve import add_serve_parser
 from .flags import (add_context_flags, add_model_flags, add_rpc_servers, add_sampling_flags,
@@ -212,6 +213,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_system_info(a: argparse.Namespace) -> int:
+    if a.cpu_variant:
+        # read when the backends are loaded, which this command does first
+        os.environ[ENV_CPU_VARIANT] = a.cpu_variant
     print(system_info())
     return 0
 
@@ -304,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
 
     sysinfo = sub.add_parser("system-info", help="llama.cpp commit, backends, devices")
+    sysinfo.add_argument("--cpu-variant", default=None, metavar="LEVEL",
+                         help="portable builds: load this CPU variant (x64, haswell, zen4 ...) "
+                              "instead of the best one (as LLAMA_CFFI_CPU_VARIANT does)")
     sysinfo.set_defaults(func=cmd_system_info)
     return parser
 

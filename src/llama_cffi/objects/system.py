@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from .._bindings import backend
+from .._bindings import backend, loader
+from .._bindings.loader import ENV_CPU_VARIANT as ENV_CPU_VARIANT
 from .._bindings.init import ensure_initialised
 from .._bindings.mtmd import HAVE_MTMD
 from .._bindings.raw import (
@@ -187,6 +188,14 @@ class SystemInfo:
     supports_rpc: bool
     llama_system_info: str
     supports_multimodal: bool = False
+    cpu_variant: str = ""
+    """The CPU backend variant loaded (portable builds: ``zen4``, ``haswell`` ...);
+    ``""`` in a native build, whose one CPU backend is compiled for its machine."""
+    cpu_variant_reason: str = ""
+    """Why that variant: the highest-scoring one this CPU supports, or forced
+    by ``LLAMA_CFFI_CPU_VARIANT``."""
+    patches: tuple[str, ...] = ()
+    """The files of ``patches/`` applied to llama.cpp's source for this build."""
 
     @property
     def cpu_features(self) -> dict[str, str]:
@@ -210,6 +219,9 @@ class SystemInfo:
             lines.append(f"  {d.name} [{d.type}] {d.description} ({mem})")
         lines.append(f"build options: {', '.join(self.build_options)}")
         lines.append(f"multimodal (libmtmd): {'yes' if self.supports_multimodal else 'no'}")
+        if self.cpu_variant:
+            lines.append(f"CPU variant: {self.cpu_variant} ({self.cpu_variant_reason})")
+        lines.append(f"llama.cpp patches: {', '.join(self.patches) or 'none'}")
         lines.append(f"system: {self.llama_system_info}")
         return "\n".join(lines)
 
@@ -217,6 +229,7 @@ class SystemInfo:
 def system_info() -> SystemInfo:
     """Report the llama.cpp commit, compiled backends, CPU features and devices."""
     ensure_initialised()
+    rep = loader.report()
     supports = backend.supports()
     return SystemInfo(
         version=BUILD_VERSION,
@@ -232,4 +245,7 @@ def system_info() -> SystemInfo:
         supports_rpc=supports["rpc"],
         llama_system_info=backend.system_info().strip(),
         supports_multimodal=HAVE_MTMD,
+        cpu_variant=rep.cpu_variant if rep else "",
+        cpu_variant_reason=rep.cpu_reason if rep else "",
+        patches=backend.build_patches(),
     )
