@@ -11,7 +11,9 @@ is left behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -188,33 +190,60 @@ class TestLocalCluster:
         serve.delete("llama")
 
 
-def _ray(*args: str, timeout: float = 120) -> str:
+def _ray(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     out = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args],
-                         capture_output=True, text=True, timeout=timeout)
+                         capture_output=True, text=True, timeout=timeout, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
 
-def test_head_and_worker_node(smollm2_path: Path, reference: list[str],
-                              tmp_path: Path) -> None:
-    """A head and one worker node (`ray start`, 127.0.0.1): the two actors may
-    land on either; the texts equal one process's."""
+DRIVER = """
+import json, sys
+import ray
+from llama_cffi.integrations.ray_data import LLMPredictor
+model, address, n, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+prompts = json.loads(sys.stdin.read())
+ray.init(address=address, logging_level="warning", log_to_driver=False)
+try:
+    nodes = [x for x in ray.nodes() if x["Alive"]]
+    rows = [{"id": i, "prompt": p} for i, p in enumerate(prompts)]
+    ds = ray.data.from_items(rows).map_batches(
+        LLMPredictor, fn_constructor_kwargs={"model": model, "n_parallel": 4, "n_threads": 1,
+        "sampling": {"temperature": 0.0, "max_tokens": max_tokens}},
+        compute=ray.data.ActorPoolStrategy(size=2), batch_size=20, num_cpus=1)
+    out = sorted(ds.take_all(), key=lambda r: r["id"])
+    print(json.dumps({"nodes": len(nodes), "ids": [r["id"] for r in out],
+                      "texts": [r["text"] for r in out]}))
+finally:
+    ray.shutdown()
+"""
+
+
+def test_head_and_worker_node(smollm2_path: Path, reference: list[str]) -> None:
+    """A head and one worker node (`ray start`, 127.0.0.1, one CPU each), the job
+    driven from another process: the two actors land one per node; the texts
+    equal one process's."""
     port = free_port()
-    env_note = {"head": False}
+    # the nodes and the driver share one token (Ray's token authentication)
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
+               RAY_USAGE_STATS_ENABLED="0")
+    started = False
     try:
-        _ray("start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+        _ray(env, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
              "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats")
-        env_note["head"] = True
-        _ray("start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+        started = True
+        _ray(env, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
              "--num-cpus=1", "--disable-usage-stats")
-        ray.init(address=f"127.0.0.1:{port}", logging_level="warning", log_to_driver=False)
-        _wait(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, "two nodes", 120)
-        rows = [{"id": i, "prompt": p} for i, p in enumerate(prompts())]
-        out = sorted(_dataset(smollm2_path, rows).take_all(), key=lambda r: r["id"])
-        assert [r["id"] for r in out] == list(range(N_ROWS))
-        assert [r["text"] for r in out] == reference
+        run = subprocess.run([sys.executable, "-c", DRIVER, str(smollm2_path),
+                              f"127.0.0.1:{port}", str(N_ROWS), str(MAX_TOKENS)],
+                             input=json.dumps(prompts()), capture_output=True, text=True,
+                             timeout=600, env=env)
+        assert run.returncode == 0, run.stderr[-5000:]
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        assert result["nodes"] == 2
+        assert result["ids"] == list(range(N_ROWS))
+        assert result["texts"] == reference
     finally:
-        ray.shutdown()
-        if env_note["head"]:
-            _ray("stop", "--force")
+        if started:
+            _ray(env, "stop", "--force")
         _no_raylet_left()
