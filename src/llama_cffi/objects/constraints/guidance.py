@@ -71,6 +71,24 @@ def _grammar_text(kind: str, source: str) -> str:
     raise ValueError(f"unknown grammar kind {kind!r}; known: {', '.join(KINDS)}")
 
 
+def _compile(vocab: Vocab, kind: str, source: str, step_lexer_fuel: int = 0
+             ) -> GuidanceConstraint | str:
+    """A new matcher for ``source``, or llguidance's reason for refusing it."""
+    tok = tokenizer_for(vocab)
+    try:
+        text = _grammar_text(kind, source)
+    except ValueError as exc:
+        return str(exc)
+    c_kind = "llguidance" if text.lstrip().startswith("{") else "lark"
+    found = GuidanceConstraint(tok, _llg.matcher_new(tok.ptr, c_kind, text, 0, step_lexer_fuel),
+                               vocab.n_tokens, kind)
+    error = found.error()
+    if error is not None:
+        found.close()
+        return error
+    return found
+
+
 def compile_grammar(vocab: Vocab, kind: str, source: str) -> GuidanceConstraint:
     """The compiled matcher (in its start state) for ``source`` on ``vocab``'s
     model, from the cache when it was compiled before. GrammarError when
@@ -86,18 +104,7 @@ def compile_grammar(vocab: Vocab, kind: str, source: str) -> GuidanceConstraint:
             entries.move_to_end(key)  # type: ignore[union-attr]
             _stats["hits"] += 1
     if found is None:
-        tok = tokenizer_for(vocab)
-        try:
-            text = _grammar_text(kind, source)
-            c_kind = "llguidance" if text.lstrip().startswith("{") else "lark"
-            found = GuidanceConstraint(tok, _llg.matcher_new(tok.ptr, c_kind, text),
-                                       vocab.n_tokens, kind)
-            error = found.error()
-            if error is not None:
-                found.close()
-                found = error
-        except ValueError as exc:
-            found = str(exc)
+        found = _compile(vocab, kind, source)
         with _lock:
             _stats["misses"] += 1
             entries = _cache.setdefault(owner, OrderedDict())
@@ -148,13 +155,20 @@ def cache_info() -> dict[str, int]:
         return {**_stats, "entries": sum(len(e) for e in _cache.values())}
 
 
-def constraint_for(vocab: Vocab, kind: str, source: str | dict[str, Any] | bool) -> \
-        GuidanceConstraint:
+def constraint_for(vocab: Vocab, kind: str, source: str | dict[str, Any] | bool, *,
+                   step_lexer_fuel: int = 0) -> GuidanceConstraint:
     """A fresh constraint for one request (``source``: the grammar text, or a
-    JSON schema as a dict); its owner closes it (the request's chain does)."""
+    JSON schema as a dict); its owner closes it (the request's chain does).
+    step_lexer_fuel: llguidance's limit on the lexer's work for one token mask
+    (0: its default, 200000; another value compiles the grammar uncached)."""
     if kind == "json_schema" and not isinstance(source, str):
         source = as_llama_reads(source)
     text = source if isinstance(source, str) else json.dumps(source)
+    if step_lexer_fuel:
+        found = _compile(vocab, kind, text, step_lexer_fuel)
+        if isinstance(found, str):
+            raise GrammarError(f"llguidance cannot compile this grammar: {found.strip()}")
+        return found
     for _ in range(3):
         template = compile_grammar(vocab, kind, text)
         with _lock:  # no cache drop closes the template while it is copied
