@@ -56,7 +56,9 @@ ls -l "$plugin" >&2
 built=$(( $(date +%s) - core_done ))
 
 step "plugin tests"
+# LLAMA_CFFI_CI_TEST_PREFIX (unset in CI): a command to run pytest under, e.g.
+# "flock /tmp/some.lock" on a machine shared with other test runs
 LLAMA_CFFI_TEST_PLUGINS=1 LLAMA_CFFI_PORTABLE_WHEEL="$core" \
     LLAMA_CFFI_VULKAN_PLUGIN_WHEEL="$plugin" \
-    python -m pytest -m plugins tests/test_plugins.py -k vulkan -v -s -p no:cacheprovider
+    ${LLAMA_CFFI_CI_TEST_PREFIX:-} python -m pytest -m plugins tests/test_plugins.py -k vulkan -v -s -p no:cacheprovider
 step "plugin build ${built} s, total $(( $(date +%s) - start )) s"
