@@ -16,7 +16,10 @@ Per model, interleaved rounds of four runs on the same prompt (greedy, the
 Then the same with sampling (temperature 0.8, a seed): llguidance computes
 its mask every step there (greedy keeps the arg-max when the grammar allows
 it, without a mask). Figures: median ms per generated token, and the median
-of the per-round ratios.
+of the per-round ratios. llguidance's requests run in the engine's C runs
+(``cdef/run.h`` masks and advances the matcher, no Python per token);
+``llguidance, per-step`` is the same request with one Python step per token
+(``engine.run_steps = 0``), as before the runs took constrained requests.
 
 Compile: a 50-property object whose properties hold strings, integers,
 enums and arrays of objects with nested arrays; the first compile for the
@@ -38,6 +41,7 @@ from _common import tools_dir
 from engine_throughput import SCHEMA, THREADS, completion_ms_per_token
 
 import llama_cffi as lc
+from llama_cffi.engine.engine import RUN_STEPS
 from llama_cffi.objects.constraints import constraint_for, tokenizer_for
 
 PROMPT = "Describe a person as JSON:"
@@ -74,7 +78,8 @@ def ms_per_token(c: lc.Completion) -> float:
 
 def side_by_side(llm: lc.LLM, path: str, rounds: int, temperature: float,
                  with_tool: bool) -> None:
-    runs: dict[str, list[float]] = {"llguidance": [], "unconstrained": [], "llama": [],
+    runs: dict[str, list[float]] = {"llguidance": [], "unconstrained": [],
+                                    "llguidance, per-step": [], "llama": [],
                                     "llama-completion -j": []}
     counts = []
     kw: dict[str, Any] = {"temperature": temperature, "seed": 7}
@@ -84,6 +89,13 @@ def side_by_side(llm: lc.LLM, path: str, rounds: int, temperature: float,
         n = len(g.tokens)
         counts.append(n)
         u = llm.complete(PROMPT, max_tokens=n, ignore_eos=True, **kw)
+        llm.engine.run_steps = 0
+        try:
+            s = llm.complete(PROMPT, max_tokens=N_MAX, json_schema=SCHEMA,
+                             grammar_engine="llguidance", **kw)
+        finally:
+            llm.engine.run_steps = RUN_STEPS
+        runs["llguidance, per-step"].append(ms_per_token(s))
         ll = llm.complete(PROMPT, max_tokens=N_MAX, json_schema=SCHEMA, grammar_engine="llama",
                           **kw)
         runs["llguidance"].append(ms_per_token(g))
@@ -108,10 +120,12 @@ def compile_times(llm: lc.LLM) -> None:
     vocab = llm.model.vocab
     schema = big_schema(f"bench-{time.time()}")
     t0 = time.perf_counter()
-    constraint_for(vocab, "json_schema", schema)
+    first = constraint_for(vocab, "json_schema", schema)
     t1 = time.perf_counter()
-    constraint_for(vocab, "json_schema", schema)
+    again = constraint_for(vocab, "json_schema", schema)
     t2 = time.perf_counter()
+    first.close()
+    again.close()
     gbnf = lc.Grammar.from_json_schema(schema)
     t3 = time.perf_counter()
     sampler = gbnf.sampler(llm.model)

@@ -3,7 +3,8 @@
 
 1. Binding time per token per slot (wall minus the time inside llama_decode)
    and aggregate tokens/s of streamed requests (each read piece by piece by
-   its own thread) and of logprobs requests (top 5), at 1 and 8 requests,
+   its own thread), of logprobs requests (top 5) and of JSON-schema requests
+   (llguidance, masked in C inside the runs), at 1 and 8 requests,
    with the runs (default) and with one Python step per token
    (``engine.run_steps = 0``), interleaved pairs; and the gaps between two
    pieces a reader sees (p50 / p95 over all readers).
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from _common import TimedDecode, random_tokens
 
@@ -31,6 +33,11 @@ import llama_cffi as lc
 from llama_cffi.engine.engine import RUN_STEPS
 
 N_PROMPT, N_GEN = 32, 128
+LONG_SCHEMA = {"type": "array", "minItems": 60, "maxItems": 60,
+               "items": {"type": "integer", "minimum": 0, "maximum": 999}}
+"""A schema whose output is long (60 numbers: about 120 tokens or more)."""
+KINDS = os.environ.get("STREAM_COST_KINDS", "stream,logprobs,schema").split(",")
+"""The request kinds measured (the environment's STREAM_COST_KINDS)."""
 THREADS = int(os.environ.get("STREAM_COST_THREADS", "2"))
 """Decode threads (the environment's STREAM_COST_THREADS; 1 leaves a core to the
 stream pump and the readers on a 2-core machine)."""
@@ -46,9 +53,14 @@ def p50_p95(gaps: list[float]) -> tuple[float, float]:
 def engine_requests(llm: lc.LLM, k: int, rng: random.Random,
                     kind: str) -> tuple[float, float, list[float]]:
     """(aggregate generation t/s, binding ms per token per slot, gaps between
-    pieces in s) for ``k`` requests of ``kind`` ("stream" or "logprobs")."""
+    pieces in s) for ``k`` requests of ``kind`` ("stream", "logprobs" or
+    "schema": :data:`LONG_SCHEMA` on llguidance, not streamed, ending where
+    the grammar or ``N_GEN`` ends it)."""
     prompts = [random_tokens(llm.model, N_PROMPT, rng) for _ in range(k)]
-    extra = {"logprobs": 5} if kind == "logprobs" else {}
+    extra: dict[str, Any] = {"logprobs": 5} if kind == "logprobs" else {}
+    if kind == "schema":
+        extra = {"json_schema": LONG_SCHEMA, "grammar_engine": "llguidance",
+                 "ignore_eos": False}
     arrivals: list[list[float]] = [[] for _ in range(k)]
 
     def read(pieces: Iterator[str], out: list[float]) -> None:
@@ -57,8 +69,9 @@ def engine_requests(llm: lc.LLM, k: int, rng: random.Random,
 
     with TimedDecode() as timer:
         t0 = time.perf_counter()
-        handles = [llm.submit(p, max_tokens=N_GEN, temperature=0, ignore_eos=True,
-                              add_special=False, **extra) for p in prompts]  # type: ignore[arg-type]
+        handles = [llm.submit(p, **{"max_tokens": N_GEN, "temperature": 0, "ignore_eos": True,
+                                    "add_special": False, **extra})
+                   for p in prompts]  # type: ignore[arg-type]
         threads = []
         if kind == "stream":
             for h, out in zip(handles, arrivals):
@@ -78,9 +91,9 @@ def engine_requests(llm: lc.LLM, k: int, rng: random.Random,
 
 def engine_part(path: str, pairs: int) -> None:
     rng = random.Random(1)
-    print(f"\nStreams and logprobs (top 5), {N_GEN} greedy tokens per request, {THREADS} "
-          f"threads, median of {pairs} interleaved pairs (runs in C, then one Python step "
-          "per token)\n")
+    print(f"\nStreams, logprobs (top 5), JSON schema: {N_GEN} greedy tokens per request, "
+          f"{THREADS} threads, median of {pairs} interleaved pairs (runs in C, then one "
+          "Python step per token)\n")
     print("| requests | kind | runs: t/s, binding ms/token | per-step: t/s, binding ms/token | "
           "t/s ratio | gap p50 / p95 ms, runs | gap p50 / p95 ms, per-step |")
     print("|---|---|---|---|---|---|---|")
@@ -88,7 +101,7 @@ def engine_part(path: str, pairs: int) -> None:
                 n_ubatch=512) as llm:
         engine_requests(llm, 1, rng, "stream")  # warm-up
         for k in (1, 8):
-            for kind in ("stream", "logprobs"):
+            for kind in KINDS:
                 rows, gaps_runs, gaps_step = [], [], []
                 for _ in range(pairs):
                     tps, binding, g1 = engine_requests(llm, k, rng, kind)

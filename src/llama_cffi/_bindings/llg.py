@@ -76,7 +76,8 @@ def decode(tok: CData, ids: list[int]) -> bytes:
     n = int(lib.llama_cffi_llg_decode(tok, arr, len(ids), NULL, 0))  # with the NUL
     out = ffi.new("char[]", max(n, 1))
     lib.llama_cffi_llg_decode(tok, arr, len(ids), out, max(n, 1))
-    return ffi.buffer(out, max(n - 1, 0))[:]
+    data: bytes = ffi.buffer(out, max(n - 1, 0))[:]
+    return data
 
 
 def matcher_new(tok: CData, kind: str, data: str, step_max_items: int = 0,
