@@ -11,8 +11,17 @@
 # reuse the cached kit), so nothing was built or tested (.ci/run reports that
 # as SKIPPED); anything else is a failure, with a message naming the step.
 # LLAMA_CFFI_CI_VULKAN=0 in .ci/run leaves the step out.
+#
+# --build-only: the kit and the wheel, no tests (scripts/gpu_check.sh
+# --backend vulkan builds with it).
+#
+# The log shows the devices in use: -rP prints what the passed tests printed
+# (system_info with Vulkan0/Vulkan1, the buffers of the splits), and only
+# that (--show-capture=stdout leaves out their captured llama.cpp log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=0
+[ "${1:-}" = "--build-only" ] && build_only=1
 start=$(date +%s)
 step() { echo "ci_vulkan: $*" >&2; }
 
@@ -35,6 +44,10 @@ CMAKE_ARGS="$LLAMA_CFFI_VULKAN_CMAKE_ARGS" python -m pip wheel . --no-deps -w bu
     -C build-dir=build/vulkan -C cmake.define.LLAMA_CFFI_BUILD_TOOLS=ON
 python -m pip install --no-deps --target build/vulkan/site build/vulkan/wheels/llama_cffi-*.whl
 built=$(( $(date +%s) - start ))
+if [ "$build_only" = 1 ]; then
+    step "built in ${built} s: build/vulkan/site (package), build/vulkan/bin (llama.cpp's tools)"
+    exit 0
+fi
 
 export PYTHONPATH="$PWD/build/vulkan/site"
 export LLAMA_CFFI_TOOLS_DIR="$PWD/build/vulkan/bin"
@@ -42,5 +55,7 @@ export LLAMA_CFFI_TOOLS_DIR="$PWD/build/vulkan/bin"
 export LLAMA_CFFI_TEST_VULKAN=1
 python -c "import llama_cffi as lc; print(lc.__file__); print(lc.system_info())"
 step "device tests"
-python -m pytest -m vulkan tests/test_vulkan.py -v -p no:cacheprovider
-step "build ${built} s, total $(( $(date +%s) - start )) s"
+tests_start=$(date +%s)
+python -m pytest -m vulkan tests/test_vulkan.py tests/test_vulkan_features.py -v \
+    -rP --show-capture=stdout -p no:cacheprovider
+step "build ${built} s, device tests $(( $(date +%s) - tests_start )) s, total $(( $(date +%s) - start )) s"

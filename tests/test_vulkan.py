@@ -18,20 +18,19 @@ cache) and its greedy text.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import llama_cffi as lc
-from llama_cffi._bindings.log import buffer_sizes
 from llama_cffi.raw import BUILD_BACKENDS
 
 from .synthetic import (DENSE_BYTES_PER_LAYER, EXPERT_BYTES_PER_LAYER, N_LAYER,
                         write_dense_model, write_moe_model)
+from .vulkan_util import (MIB, PROMPT, ROUNDING, check_vk_tools, greedy, host,
+                          llama_completion, same_as_tool, vk, vulkan_devices)
 
 # LLAMA_CFFI_TEST_VULKAN=1 (CI's Vulkan step) runs them whatever the build: a
 # build without the backend then fails instead of skipping
@@ -41,24 +40,6 @@ pytestmark = [
                        and os.environ.get("LLAMA_CFFI_TEST_VULKAN") != "1",
                        reason="this llama_cffi was built without -DGGML_VULKAN=ON"),
 ]
-
-PROMPT = "The old lighthouse keeper"
-N_TOKENS = 6
-MIB = 2**20
-# llama.cpp reports sizes in MiB with two decimals
-ROUNDING = 0.011 * MIB
-
-
-def vulkan_devices(n: int) -> list[str]:
-    """The names of the first ``n`` Vulkan devices; fails the test if there are fewer."""
-    names = [d.name for d in lc.devices() if d.backend == "Vulkan"]
-    if len(names) < n:
-        pytest.fail(
-            f"this test needs {n} Vulkan device(s), found {names or 'none'}: check the "
-            "driver (VK_ICD_FILENAMES from scripts/vulkan_sdk.sh) and, for lavapipe or to "
-            "list a GPU twice, GGML_VK_VISIBLE_DEVICES=0,0")
-    return names[:n]
-
 
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
@@ -73,76 +54,7 @@ def moe(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def vk_tools(tools_dir: Path) -> Path:
     """llama.cpp's tools of a Vulkan build (they list the same Vulkan devices)."""
-    proc = subprocess.run([str(tools_dir / "llama-completion"), "--list-devices"],
-                          capture_output=True, text=True, timeout=120, check=False)
-    if "Vulkan0" not in proc.stdout + proc.stderr:
-        pytest.fail(f"the tools in {tools_dir} list no Vulkan device: set LLAMA_CFFI_TOOLS_DIR "
-                    f"to the bin/ of the Vulkan build\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
-    return tools_dir
-
-
-class ToolRun:
-    """What llama-completion printed: the generated text and its buffer reports."""
-
-    def __init__(self, proc: subprocess.CompletedProcess[bytes]) -> None:
-        self.text = proc.stdout.rstrip(b"\n")  # it ends the output with newlines
-        lines = [(0, line) for line in proc.stderr.decode(errors="replace").splitlines()]
-        self.model = buffer_sizes(lines, "model")
-        self.kv = buffer_sizes(lines, "KV")
-
-
-def llama_completion(tools: Path, model: Path, flags: list[str]) -> ToolRun:
-    cmd = [str(tools / "llama-completion"), "-m", str(model), "-p", PROMPT,
-           "-n", str(N_TOKENS), "--temp", "0", "-no-cnv", "--no-display-prompt", "-c", "256",
-           "-t", "2", "--no-warmup", "-fit", "off", "-lm", "none",
-           # the loader's buffer reports (shown from level 4), lines without prefixes
-           "-lv", "4", "--no-log-prefix", "--no-log-timestamps", "--log-colors", "off", *flags]
-    proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=300,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
-    return ToolRun(proc)
-
-
-def greedy(model: lc.Model, ctx_kw: dict[str, object] | None = None,
-           n: int = N_TOKENS) -> tuple[bytes, dict[str, int]]:
-    """Greedy text for PROMPT (as llama-completion prints it) and the KV buffers."""
-    with model.context(n_ctx=256, n_threads=2, n_threads_batch=2, **(ctx_kw or {})) as ctx, \
-            lc.Batch(1) as batch:
-        ctx.eval_tokens(model.vocab.tokenize(PROMPT, add_special=True), 0)
-        pos = ctx.seq_pos_max(0) + 1
-        out = []
-        for _ in range(n):
-            tok = int(np.argmax(ctx.logits()))
-            if model.vocab.is_eog(tok):
-                break
-            out.append(tok)
-            batch.clear()
-            batch.add(tok, pos, (0,), True)
-            ctx.decode(batch)
-            pos += 1
-        text = b"".join(model.vocab.token_to_piece(t) for t in out)
-        return text, dict(ctx.buffers["KV"])
-
-
-def vk(buffers: dict[str, int]) -> dict[str, int]:
-    """The buffers on Vulkan devices (not Vulkan_Host: pinned host memory)."""
-    return {k: v for k, v in buffers.items() if re.fullmatch(r"Vulkan\d+", k)}
-
-
-def host(buffers: dict[str, int]) -> int:
-    """Bytes in host memory: CPU buffers and Vulkan_Host (pinned host memory, where
-    llama.cpp puts CPU-resident weights when a Vulkan device is used)."""
-    return sum(v for k, v in buffers.items() if k.startswith("CPU") or k == "Vulkan_Host")
-
-
-def same_as_tool(model: lc.Model, tool: ToolRun, ctx_kw: dict[str, object] | None = None
-                 ) -> tuple[bytes, dict[str, int]]:
-    """Weights, KV cache and greedy text equal what llama-completion reported."""
-    assert model.buffers == tool.model
-    text, kv = greedy(model, ctx_kw)
-    assert kv == tool.kv
-    assert text.rstrip(b"\n") == tool.text and text
-    return text, kv
+    return check_vk_tools(tools_dir)
 
 
 def test_devices_and_system_info() -> None:
@@ -208,9 +120,10 @@ def test_tensor_split_over_two_devices(dense: Path, vk_tools: Path) -> None:
                                                   "-ts", ",".join(map(str, split))])
         with lc.Model(dense, devices=devs, n_gpu_layers=-1, split_mode="layer",
                       tensor_split=split, load_mode="none") as model:
-            same_as_tool(model, tool)
+            _, kv = same_as_tool(model, tool)
             weights = vk(model.buffers)
             assert set(weights) == set(devs), model.buffers
+            print(f"tensor_split {split}: weights {weights}, KV {vk(kv)}")
             # the split runs over the 4 repeating layers and the output layer:
             # layer i goes to the first device while i / 5 < its share
             layers_first = {1: 3, 3: 4}[split[0]]
