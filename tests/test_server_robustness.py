@@ -40,6 +40,10 @@ def server(smollm2_path: Path, minilm_path: Path) -> Iterator[Server]:
             encoding="utf-8")
         with ours(["--config", str(config), "--log-level", "info"],
                   Path(tmp) / "server.log") as s:
+            # loaded first: while a model loads and none is, /health is llama-server's
+            # 503 "Loading model" (tests/test_balancer.py); these tests time it when up
+            assert s.post("/v1/completions", {"model": "smollm", "prompt": "Hi",
+                                              "max_tokens": 1})[0] == 200
             yield s
 
 
