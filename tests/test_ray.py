@@ -247,3 +247,25 @@ def test_head_and_worker_node(smollm2_path: Path, reference: list[str]) -> None:
         if started:
             _ray(env, "stop", "--force")
         _no_raylet_left()
+
+
+def test_pandas_batches_and_bad_rows_without_ray(smollm2_path: Path) -> None:
+    """The class on its own (Ray's ``batch_format="pandas"``): a DataFrame in,
+    every column out, each bad row's error in its row."""
+    import pandas as pd
+
+    predictor = LLMPredictor(str(smollm2_path), n_parallel=2, n_threads=1,
+                             sampling={"temperature": 0.0, "max_tokens": 3})
+    try:
+        batch = pd.DataFrame({"prompt": ["The sky is", None, "Hi", "Hi"],
+                              "sampling": [None, None, {"max_tokens": -5.5}, "not json"]})
+        out = predictor(batch)
+    finally:
+        predictor.close()
+    prompts_out = list(out["prompt"])  # pandas' missing value (None or NaN) kept as it was
+    assert prompts_out[::2] == ["The sky is", "Hi"] and pd.isna(prompts_out[1])
+    assert out["error"][0] is None and out["completion_tokens"][0] == 3
+    assert "neither 'prompt' nor 'messages'" in out["error"][1]
+    assert "max_tokens" in out["error"][2]
+    assert "not a JSON object" in out["error"][3]
+    assert list(out["finish_reason"][1:]) == ["error"] * 3
