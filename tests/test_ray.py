@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="Ray is the optional extra `ray` (pip install 'ray[data,serve]')")
+import ray  # in the test extra (the package's optional extra `ray`)
 
-from llama_cffi.api.llm import LLM  # noqa: E402
-from llama_cffi.integrations.ray_data import LLMPredictor  # noqa: E402
+from llama_cffi.api.llm import LLM
+from llama_cffi.integrations.ray_data import LLMPredictor
 
-from .server_util import free_port  # noqa: E402
+from .server_util import free_port
 
 pytestmark = [pytest.mark.slow]
 
@@ -168,9 +168,9 @@ class TestLocalCluster:
         with LLM(smollm2_path, n_seq_max=1, n_threads=1) as llm:
             want = llm.chat(question, temperature=0.0, max_tokens=12)
         for _ in range(4):  # both replicas answer (Serve spreads the requests)
-            stream = client.chat.completions.create(model="m", messages=question,  # type: ignore[arg-type]
-                                                    max_tokens=12, temperature=0,
-                                                    stream=True)
+            stream = client.chat.completions.create(
+                model="m", messages=question, max_tokens=12,  # type: ignore[arg-type]
+                temperature=0, stream=True)
             parts, finish = [], None
             for chunk in stream:
                 if chunk.choices:
@@ -182,8 +182,9 @@ class TestLocalCluster:
         os.kill(replicas[0], signal.SIGKILL)
         answered = 0
         for _ in range(8):  # every request after the loss still succeeds
-            reply = client.chat.completions.create(model="m", messages=question,  # type: ignore[arg-type]
-                                                   max_tokens=12, temperature=0)
+            reply = client.chat.completions.create(
+                model="m", messages=question, max_tokens=12,  # type: ignore[arg-type]
+                temperature=0)
             assert reply.choices[0].message.content == want.content
             answered += 1
         assert answered == 8

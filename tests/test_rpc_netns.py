@@ -65,7 +65,8 @@ class Hosts:
     server_ip: str
 
     def run(self, ns: str, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["ip", "netns", "exec", ns, *argv], **kw)  # type: ignore[call-overload]
+        return subprocess.Popen(  # type: ignore[call-overload]
+            ["ip", "netns", "exec", ns, *argv], **kw)
 
 
 @pytest.fixture
@@ -200,7 +201,8 @@ def finish(child: subprocess.Popen[bytes], timeout: float) -> tuple[list[dict[st
     if child.returncode != 0:
         why = next((x.strip() for x in text.splitlines() if "RPC" in x), text[-300:])
         sig = -child.returncode if child.returncode < 0 else None
-        raise RemoteLost(f"the RPC client died ({'signal ' + signal.Signals(sig).name if sig else f'exit {child.returncode}'}): {why}")
+        how = f"signal {signal.Signals(sig).name}" if sig else f"exit {child.returncode}"
+        raise RemoteLost(f"the RPC client died ({how}): {why}")
     return lines, text
 
 
