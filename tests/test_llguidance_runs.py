@@ -7,6 +7,7 @@ and the server's forced tool call running in C."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Iterator
@@ -130,6 +131,10 @@ def test_a_closed_constraint_keeps_its_chain_out_of_runs(smollm2_path: Path) -> 
         chain.close()  # closes its constraint: freed once
         assert constraint.closed and not GenerationRun.can_run(chain)
         constraint.close()  # idempotent
+        lost = constraint_for(model.vocab, "regex", "a+")
+        with pytest.warns(ResourceWarning, match="unclosed GuidanceConstraint"):
+            del lost
+            gc.collect()
 
 
 @pytest.fixture(scope="module")
