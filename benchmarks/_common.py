@@ -42,6 +42,7 @@ def pp_seconds(ctx: lc.Context, batch: lc.Batch, tokens: list[int]) -> float:
     for i in range(0, len(tokens), step):
         batch.set_tokens(tokens[i:i + step], i, output_last=True)
         ctx.decode(batch)
+    ctx.logits(-1)  # waits for the device (a GPU's decode returns before it finishes)
     return time.perf_counter() - t0
 
 
@@ -53,6 +54,7 @@ def tg_seconds(ctx: lc.Context, batch: lc.Batch, tokens: list[int]) -> float:
         batch.clear()
         batch.add(tok, pos, (0,), True)
         ctx.decode(batch)
+    ctx.logits(-1)  # the device runs the decodes in order: waiting for the last one suffices
     return time.perf_counter() - t0
 
 

@@ -46,11 +46,13 @@ SCHEMA = {"type": "object", "properties": {
     "required": ["name", "age", "hobbies"]}
 
 
-def batched_bench(model_path: str, counts: list[int]) -> dict[int, float]:
-    """llama-batched-bench's S_TG (generation tokens/s over all sequences) per count."""
+def batched_bench(model_path: str, counts: list[int], *, n_gen: int = N_GEN,
+                  threads: int = THREADS, flags: tuple[str, ...] = ()) -> dict[int, float]:
+    """llama-batched-bench's S_TG (generation tokens/s over all sequences) per count
+    (``flags``: more of its flags, such as ``-ngl 99``)."""
     cmd = [str(tools_dir() / "llama-batched-bench"), "-m", model_path, "-c", "4096",
-           "-b", "2048", "-ub", "512", "-t", str(THREADS), "-npp", str(N_PROMPT),
-           "-ntg", str(N_GEN), "-npl", ",".join(map(str, counts))]
+           "-b", "2048", "-ub", "512", "-t", str(threads), "-npp", str(N_PROMPT),
+           "-ntg", str(n_gen), "-npl", ",".join(map(str, counts)), *flags]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     result = {}
     for line in out.splitlines():
@@ -61,7 +63,7 @@ def batched_bench(model_path: str, counts: list[int]) -> dict[int, float]:
 
 
 def engine_tg(llm: lc.LLM, k: int, rng: random.Random,
-              backend: bool = False) -> tuple[float, float, float]:
+              backend: bool = False, n_gen: int = N_GEN) -> tuple[float, float, float]:
     """(aggregate generation tokens/s, binding ms per token per slot, of which
     ms choosing tokens inside generation runs in C) for k requests
     (``backend``: sampled inside the graph, llama.cpp's --backend-sampling)."""
@@ -69,7 +71,7 @@ def engine_tg(llm: lc.LLM, k: int, rng: random.Random,
     firsts: list[float] = []
     with TimedDecode() as timer:
         t0 = time.perf_counter()
-        handles = [llm.submit(p, max_tokens=N_GEN, temperature=0, ignore_eos=True,
+        handles = [llm.submit(p, max_tokens=n_gen, temperature=0, ignore_eos=True,
                               add_special=False, backend_sampling=backend) for p in prompts]
         done = [h.result() for h in handles]
         t_end = time.perf_counter()

@@ -25,36 +25,13 @@ from pathlib import Path
 import pytest
 
 import llama_cffi as lc
-from llama_cffi.raw import BUILD_BACKENDS
 
-from .synthetic import (DENSE_BYTES_PER_LAYER, EXPERT_BYTES_PER_LAYER, N_LAYER,
-                        write_dense_model, write_moe_model)
-from .vulkan_util import (MIB, PROMPT, ROUNDING, check_vk_tools, greedy, host,
-                          llama_completion, same_as_tool, vk, vulkan_devices)
+from .synthetic import DENSE_BYTES_PER_LAYER, EXPERT_BYTES_PER_LAYER, N_LAYER
+from .vulkan_util import (MARKS, MIB, PROMPT, ROUNDING, greedy, host, llama_completion,
+                          same_as_tool, vk, vulkan_devices)
+from .vulkan_util import dense, moe, vk_tools  # noqa: F401 - fixtures
 
-# LLAMA_CFFI_TEST_VULKAN=1 (CI's Vulkan step) runs them whatever the build: a
-# build without the backend then fails instead of skipping
-pytestmark = [
-    pytest.mark.vulkan,
-    pytest.mark.skipif("VULKAN" not in BUILD_BACKENDS
-                       and os.environ.get("LLAMA_CFFI_TEST_VULKAN") != "1",
-                       reason="this llama_cffi was built without -DGGML_VULKAN=ON"),
-]
-
-@pytest.fixture(scope="module")
-def dense(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
-    return write_dense_model(tmp_path_factory.mktemp("vk") / "dense.gguf", smollm2_path)
-
-
-@pytest.fixture(scope="module")
-def moe(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
-    return write_moe_model(tmp_path_factory.mktemp("vk") / "moe.gguf", smollm2_path)
-
-
-@pytest.fixture(scope="module")
-def vk_tools(tools_dir: Path) -> Path:
-    """llama.cpp's tools of a Vulkan build (they list the same Vulkan devices)."""
-    return check_vk_tools(tools_dir)
+pytestmark = MARKS
 
 
 def test_devices_and_system_info() -> None:

@@ -13,7 +13,6 @@ the flag (``--rpc``, ``-bs``, ``--lora``).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
 import subprocess
@@ -27,29 +26,14 @@ import pytest
 import llama_cffi as lc
 from llama_cffi._bindings.log import collect
 from llama_cffi.objects.multimodal import MultimodalProjector
-from llama_cffi.raw import BUILD_BACKENDS
 
 from .mmproj_synthetic import N_PATCHES, make_image, write_mmproj
-from .synthetic import DENSE_BYTES_PER_LAYER, N_EMBD, N_LAYER, write_dense_model, write_lora
-from .vulkan_util import (PROMPT, ROUNDING, check_vk_tools, continue_greedy, greedy,
-                          llama_completion, same_as_tool, vk, vulkan_devices)
+from .synthetic import DENSE_BYTES_PER_LAYER, N_EMBD, N_LAYER, write_lora
+from .vulkan_util import (MARKS, PROMPT, ROUNDING, continue_greedy, greedy, llama_completion,
+                          same_as_tool, vk, vulkan_devices)
+from .vulkan_util import dense, vk_tools  # noqa: F401 - fixtures
 
-pytestmark = [
-    pytest.mark.vulkan,
-    pytest.mark.skipif("VULKAN" not in BUILD_BACKENDS
-                       and os.environ.get("LLAMA_CFFI_TEST_VULKAN") != "1",
-                       reason="this llama_cffi was built without -DGGML_VULKAN=ON"),
-]
-
-
-@pytest.fixture(scope="module")
-def dense(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
-    return write_dense_model(tmp_path_factory.mktemp("vkf") / "dense.gguf", smollm2_path)
-
-
-@pytest.fixture(scope="module")
-def vk_tools(tools_dir: Path) -> Path:
-    return check_vk_tools(tools_dir)
+pytestmark = MARKS
 
 
 # -- backend sampling ---------------------------------------------------------------

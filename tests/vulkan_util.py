@@ -5,6 +5,7 @@ with the same flags, and greedy text through llama_cffi to compare with it."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Mapping
@@ -15,7 +16,19 @@ import pytest
 
 import llama_cffi as lc
 from llama_cffi._bindings.log import buffer_sizes
+from llama_cffi.raw import BUILD_BACKENDS
 
+from .synthetic import write_dense_model, write_moe_model
+
+# the marks of the device test modules (their ``pytestmark``):
+# LLAMA_CFFI_TEST_VULKAN=1 (CI's Vulkan step) runs them whatever the build: a
+# build without the backend then fails instead of skipping
+MARKS = [
+    pytest.mark.vulkan,
+    pytest.mark.skipif("VULKAN" not in BUILD_BACKENDS
+                       and os.environ.get("LLAMA_CFFI_TEST_VULKAN") != "1",
+                       reason="this llama_cffi was built without -DGGML_VULKAN=ON"),
+]
 PROMPT = "The old lighthouse keeper"
 N_TOKENS = 6
 MIB = 2**20
@@ -42,6 +55,23 @@ def check_vk_tools(tools_dir: Path) -> Path:
         pytest.fail(f"the tools in {tools_dir} list no Vulkan device: set LLAMA_CFFI_TOOLS_DIR "
                     f"to the bin/ of the Vulkan build\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
     return tools_dir
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+    """The synthetic dense model (tests/synthetic.py), one per test module."""
+    return write_dense_model(tmp_path_factory.mktemp("vk") / "dense.gguf", smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def moe(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+    return write_moe_model(tmp_path_factory.mktemp("vk") / "moe.gguf", smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def vk_tools(tools_dir: Path) -> Path:
+    """llama.cpp's tools of a Vulkan build (they list the same Vulkan devices)."""
+    return check_vk_tools(tools_dir)
 
 
 class ToolRun:

@@ -57,6 +57,7 @@ def run_prompt(ctx: Context, batch: Batch, tokens: list[int]) -> float:
     for i in range(0, len(tokens), batch.capacity):
         batch.set_tokens(tokens[i:i + batch.capacity], i, output_last=True)
         ctx.decode(batch)
+    ctx.logits(-1)  # waits for the device (a GPU's decode returns before it finishes)
     return time.perf_counter() - t0
 
 
@@ -66,6 +67,7 @@ def run_gen(ctx: Context, batch: Batch, tokens: list[int], start: int = 0) -> fl
         batch.clear()
         batch.add(tok, pos, (0,), True)
         ctx.decode(batch)
+    ctx.logits(-1)  # the device runs the decodes in order: waiting for the last one suffices
     return time.perf_counter() - t0
 
 
