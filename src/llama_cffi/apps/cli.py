@@ -216,7 +216,13 @@ def cmd_system_info(a: argparse.Namespace) -> int:
     if a.cpu_variant:
         # read when the backends are loaded, which this command does first
         os.environ[ENV_CPU_VARIANT] = a.cpu_variant
-    print(system_info())
+    info = system_info()
+    if a.cpu_variant and not info.cpu_variant:
+        print(f"llama-cffi: --cpu-variant {a.cpu_variant}: this build has one CPU backend "
+              "compiled for its machine, not variants (build with -DLLAMA_CFFI_PORTABLE=ON)",
+              file=sys.stderr)
+        return 2
+    print(info)
     return 0
 
 
