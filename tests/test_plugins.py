@@ -54,7 +54,7 @@ rep = loader.report()
 out = {
     "file": lc.__file__,
     "warnings": [str(w.message) for w in caught],
-    "plugins": [list(p) for p in rep.plugins] if rep else None,
+    "plugins": [[p.name, p.outcome] for p in rep.plugins] if rep else None,
     "cpu_variant": info.cpu_variant,
     "backends": [[b.name, b.n_devices] for b in info.backends],
     "devices": [[d.name, d.backend, d.type] for d in info.devices],
@@ -126,6 +126,17 @@ def run_child(py: Path, model: Path | None, ngls: list[int],
     return result
 
 
+def run_child_fails(py: Path, model: Path, ngl: int, env: dict[str, str]) -> str:
+    """Run CHILD with ``n_gpu_layers=ngl``, which must fail; its stderr."""
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("PYTHONPATH", "LLAMA_CFFI_CPU_VARIANT")}
+    full_env.update(env)
+    proc = subprocess.run([str(py), "-c", CHILD, str(model), str(ngl)], capture_output=True,
+                          text=True, timeout=600, env=full_env, cwd=str(py.parent), check=False)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    return proc.stderr
+
+
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
     return write_dense_model(tmp_path_factory.mktemp("plugins") / "dense.gguf", smollm2_path)
@@ -161,7 +172,7 @@ def vulkan_venv(tmp_path_factory: pytest.TempPathFactory, core_wheel: Path) -> P
 def test_vulkan_plugin_offloads_and_matches_cpu(vulkan_venv: Path, dense: Path) -> None:
     env = _vulkan_env() | {"GGML_VK_VISIBLE_DEVICES": "0"}
     res = run_child(vulkan_venv, dense, [0, 99], env)
-    assert res["plugins"] == [["vulkan", "loaded libggml-vulkan.so"]], res["warnings"]
+    assert res["plugins"] == [["vulkan", "loaded Vulkan, 1 device"]], res["warnings"]
     assert not res["warnings"]
     assert ["Vulkan", 1] in res["backends"]
     vk = [d for d in res["devices"] if d[1] == "Vulkan"]
@@ -180,14 +191,18 @@ def test_vulkan_plugin_without_visible_devices_keeps_the_cpu(vulkan_venv: Path,
                                                              dense: Path) -> None:
     """lavapipe is a CPU-type device, which ggml-vulkan skips unless
     GGML_VK_VISIBLE_DEVICES lists it: the plugin loads, lists no device, and
-    the model runs on the CPU."""
+    the model runs on the CPU when asked to (n_gpu_layers=0); asking for GPU
+    layers is a clear error naming the plugin, not a silent CPU run."""
     env = _vulkan_env()
     env["GGML_VK_VISIBLE_DEVICES"] = ""
     res = run_child(vulkan_venv, dense, [0], env)
-    assert res["plugins"] == [["vulkan", "loaded libggml-vulkan.so"]]
+    assert res["plugins"] == [["vulkan", "loaded Vulkan, 0 devices"]]
     assert ["Vulkan", 0] in res["backends"]
     assert [d for d in res["devices"] if d[1] == "Vulkan"] == []
     assert len(res["runs"]["0"]["tokens"]) == N_TOKENS
+    err = run_child_fails(vulkan_venv, dense, 99, env)
+    assert "n_gpu_layers=99 asks for GPU offload" in err
+    assert "plugin 'vulkan' (llama_cffi_vulkan) loaded Vulkan, 0 devices" in err
 
 
 # --------------------------------------------------------------------------
@@ -262,7 +277,9 @@ def test_cuda_plugin_with_a_driver_but_no_device(cuda_venv: Path, dense: Path,
     # the RPATH: the core's libggml-base.so, NVIDIA's libcudart and cuBLAS)
     # and registers CUDA with zero devices; the CPU still runs the model
     res = run_child(cuda_venv, dense, [0], env | {"LLAMA_CFFI_CUDA_NO_CHECK": "1"})
-    assert res["plugins"] == [["cuda", "loaded libggml-cuda.so"]], res["warnings"]
+    assert res["plugins"] == [["cuda", "loaded CUDA, 0 devices"]], res["warnings"]
     assert ["CUDA", 0] in res["backends"]
     assert [d[1] for d in res["devices"]] == ["CPU"]
     assert len(res["runs"]["0"]["tokens"]) == N_TOKENS
+    err = run_child_fails(cuda_venv, dense, 99, env | {"LLAMA_CFFI_CUDA_NO_CHECK": "1"})
+    assert "plugin 'cuda' (llama_cffi_cuda) loaded CUDA, 0 devices" in err

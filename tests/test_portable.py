@@ -278,3 +278,110 @@ def test_the_extension_uses_the_stable_abi() -> None:
         syms = subprocess.run(["nm", "-D", "--undefined-only", str(pkg / ext[0])],
                               capture_output=True, text=True).stdout
         assert "ggml_backend_cpu_reg" not in syms  # reached through the registry
+
+
+# -- GPU plugins: what the loader reports and the offload check, on any build -----------
+
+
+def test_a_plugin_with_no_device_reports_its_count() -> None:
+    p = loader.PluginReport("cuda", "llama_cffi_cuda", (("CUDA", 0),))
+    assert p.loaded and p.n_devices == 0 and p.outcome == "loaded CUDA, 0 devices"
+    p = loader.PluginReport("vulkan", "llama_cffi_vulkan", (("Vulkan", 2),))
+    assert p.outcome == "loaded Vulkan, 2 devices"
+    p = loader.PluginReport("cuda", "llama_cffi_cuda", error="libcudart.so.13: cannot open")
+    assert not p.loaded and p.outcome == "not loaded: libcudart.so.13: cannot open"
+
+
+def test_a_failed_load_carries_the_dynamic_loaders_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "libggml-fake.so"
+    bad.write_bytes(b"not an ELF file at all" * 10)
+    with pytest.raises(loader.BackendLoadError) as err:
+        loader._load(bad, "the fake backend")
+    msg = str(err.value)
+    assert str(bad) in msg and "see llama.cpp's log" not in msg
+    assert "invalid ELF header" in msg or "too short" in msg, msg  # dlerror's words
+    # a real library that is no ggml backend module: it opens, the reason says what lacks
+    import llama_cffi._llama as ext
+    base = Path(str(ext.__file__)).parent / "libggml-base.so"  # beside the extension
+    assert "exports no ggml_backend_init" in loader.dlopen_error(base)
+
+
+def _fake_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed plugin (entry point + package) whose module is no library."""
+    pkg = tmp_path / "fake_gpu_plugin"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "libggml-fakegpu.so").write_bytes(b"\0" * 64)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = loader.metadata.EntryPoint("fakegpu", "fake_gpu_plugin", loader.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(loader, "_entry_points", lambda: [ep])
+
+
+def test_a_plugin_that_fails_to_load_is_reported_with_its_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_plugin(tmp_path, monkeypatch)
+    with pytest.warns(RuntimeWarning, match=r"plugin 'fakegpu' \(fake_gpu_plugin\) was not "
+                                            r"loaded: could not load the fakegpu backend"):
+        (rep,) = loader._plugins({"cpu"})
+    assert rep.name == "fakegpu" and not rep.loaded
+    assert "libggml-fakegpu.so" in rep.error and "see llama.cpp's log" not in rep.error
+
+
+def test_plugins_beside_a_source_build_are_named_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_plugin(tmp_path, monkeypatch)
+    monkeypatch.setattr(loader, "_ignored", None)
+    with pytest.warns(RuntimeWarning, match=r"fakegpu \(fake_gpu_plugin\) installed but not "
+                                            r"used: this llama_cffi is a source build"):
+        assert loader.ignored_plugins() == ("fakegpu (fake_gpu_plugin)",)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert loader.ignored_plugins() == ("fakegpu (fake_gpu_plugin)",)  # no second warning
+
+
+def _portable_core(monkeypatch: pytest.MonkeyPatch,
+                   *plugins: loader.PluginReport) -> None:
+    """This process seen as a portable core (GGML_BACKEND_DL, no GPU backend
+    compiled in) whose loader found ``plugins``; the devices are this machine's
+    real ones (no GPU here)."""
+    from llama_cffi.objects import system
+    if system._gpu_devices():
+        pytest.skip("this machine has a GPU device: no 'no device' case to show")
+    monkeypatch.setattr(system, "BUILD_BACKENDS", ("CPU",))
+    monkeypatch.setattr(system, "BUILD_OPTIONS", ("GGML_BACKEND_DL",))
+    rep = loader.LoadReport("zen4", "best", (), (), tuple(plugins))
+    monkeypatch.setattr(loader, "report", lambda: rep)
+
+
+def test_gpu_offload_with_a_plugin_but_no_device_is_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from llama_cffi.errors import LlamaError
+    from llama_cffi.objects.system import check_gpu_offload
+    _portable_core(monkeypatch, loader.PluginReport("cuda", "llama_cffi_cuda", (("CUDA", 0),)))
+    with pytest.raises(LlamaError, match=r"n_gpu_layers=99 asks for GPU offload.*plugin "
+                                         r"'cuda' \(llama_cffi_cuda\) loaded CUDA, 0 devices"):
+        check_gpu_offload(99, None)
+    check_gpu_offload(0, None)  # the CPU, asked for
+    _portable_core(monkeypatch, loader.PluginReport(
+        "vulkan", "llama_cffi_vulkan", error="libvulkan.so.1: cannot open shared object file"))
+    with pytest.raises(LlamaError, match=r"plugin 'vulkan' \(llama_cffi_vulkan\) not loaded: "
+                                         r"libvulkan.so.1: cannot open shared object file"):
+        check_gpu_offload(5, None)
+
+
+def test_gpu_offload_on_a_portable_core_without_plugins_stays_on_the_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from llama_cffi.objects.system import check_gpu_offload
+    _portable_core(monkeypatch)
+    check_gpu_offload(99, None)  # CPU-only build: llama.cpp's behaviour, no error
+
+
+def test_system_info_names_each_plugin_and_its_devices(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import llama_cffi as lc
+    _portable_core(monkeypatch, loader.PluginReport("cuda", "llama_cffi_cuda", (("CUDA", 0),)))
+    info = lc.system_info()
+    assert info.cpu_variant == "zen4" and info.cpu_variant_reason == "best"
+    assert [p.outcome for p in info.loading.plugins] == ["loaded CUDA, 0 devices"]
+    assert "plugin cuda (llama_cffi_cuda): loaded CUDA, 0 devices" in str(info).splitlines()

@@ -30,6 +30,8 @@ def ensure_initialised() -> None:
             # Backends are separate modules installed next to the libraries
             # (the best CPU variant of the portable profile) and in plugins.
             loader.load_backends(Path(os.path.dirname(os.path.dirname(__file__))))
+        else:
+            loader.ignored_plugins()  # compiled-in backends: warn about plugins once
         lib.llama_backend_init()
         atexit.register(log.uninstall)
         _initialised.set()

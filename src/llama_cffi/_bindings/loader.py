@@ -17,8 +17,13 @@ point group ``llama_cffi.backends`` (name: the backend, e.g. ``cuda``; value:
 an importable module). The module is imported (so that it can load the
 libraries it depends on, such as NVIDIA's runtime wheels) and every
 ``libggml-*.so`` in its directory is loaded with ``ggml_backend_load``. A
-plugin that cannot be imported or loaded gives a warning naming it; the
-other backends still work.
+plugin that cannot be imported or loaded gives a warning naming it and the
+reason (the dynamic loader's ``dlerror`` for a library that does not load);
+the other backends still work. A plugin that loads but finds no device is
+reported with its device count (0); ``objects.system.check_gpu_offload``
+turns ``n_gpu_layers`` without a device into an error naming it. A build
+without ``GGML_BACKEND_DL`` cannot load plugins: :func:`ignored_plugins`
+warns once naming the installed ones.
 
 Not for use from several threads: :func:`load_backends` runs once, under
 ``init.ensure_initialised``'s lock.
@@ -36,7 +41,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import LlamaError
-from .raw import NULL, lib
+from .raw import NULL, ffi, lib
 
 ENV_CPU_VARIANT = "LLAMA_CFFI_CPU_VARIANT"
 """Names the CPU variant to load instead of the best-scoring one (``haswell`` ...)."""
@@ -63,6 +68,40 @@ class CpuVariant:
 
 
 @dataclass(frozen=True)
+class PluginReport:
+    """What happened to one installed GPU plugin.
+
+    name: its entry point name (``cuda``, ``vulkan``).
+    module: the module the entry point names (``llama_cffi_cuda``).
+    backends: (ggml backend name, devices it found) for each module loaded,
+        e.g. ``(("CUDA", 0),)``: loaded, but no usable device.
+    error: why it was not loaded (``""`` when it was).
+    """
+
+    name: str
+    module: str
+    backends: tuple[tuple[str, int], ...] = ()
+    error: str = ""
+
+    @property
+    def loaded(self) -> bool:
+        return not self.error
+
+    @property
+    def n_devices(self) -> int:
+        return sum(n for _, n in self.backends)
+
+    @property
+    def outcome(self) -> str:
+        """In words: ``loaded CUDA, 0 devices`` or ``not loaded: <reason>``."""
+        if self.error:
+            return f"not loaded: {self.error}"
+        n = self.n_devices
+        names = ", ".join(b for b, _ in self.backends)
+        return f"loaded {names}, {n} device{'s' if n != 1 else ''}"
+
+
+@dataclass(frozen=True)
 class LoadReport:
     """What :func:`load_backends` loaded and why.
 
@@ -70,14 +109,14 @@ class LoadReport:
     cpu_reason: why that one, in words.
     cpu_variants: every variant of the build with its score on this CPU.
     modules: the other backend modules loaded from the package directory.
-    plugins: (entry point name, what happened) for each GPU plugin found.
+    plugins: what happened to each GPU plugin found.
     """
 
     cpu_variant: str
     cpu_reason: str
     cpu_variants: tuple[CpuVariant, ...]
     modules: tuple[str, ...]
-    plugins: tuple[tuple[str, str], ...]
+    plugins: tuple[PluginReport, ...]
 
 
 _report: LoadReport | None = None
@@ -161,23 +200,50 @@ def choose_cpu_variant(variants: list[CpuVariant], forced: str | None) -> tuple[
                           f"this CPU supports ({', '.join(v.name for v in supported)})")
 
 
-def _load(path: Path, what: str) -> None:
+def dlopen_error(path: Path) -> str:
+    """Why ``path`` cannot be loaded, in the dynamic loader's words
+    (``dlerror``: a missing library, an undefined symbol ...), found by
+    opening it again; when it opens, what else makes ``ggml_backend_load``
+    fail."""
+    mode = getattr(os, "RTLD_LOCAL", 0) | getattr(os, "RTLD_NOW", 0)
+    try:
+        dll = ctypes.CDLL(str(path), mode=mode)
+    except OSError as exc:
+        return str(exc)
+    try:
+        if getattr(dll, "ggml_backend_init", None) is None:
+            return "the library exports no ggml_backend_init (not a ggml backend module)"
+        return ("the library opens, but its ggml_backend_init returned no backend (a "
+                "ggml version other than the core's, or its own check failed)")
+    finally:
+        _dlclose(dll)
+
+
+def _load(path: Path, what: str) -> tuple[str, int]:
+    """``ggml_backend_load`` one module; its backend's name and device count."""
     reg = lib.ggml_backend_load(os.fsencode(path))
     if reg == NULL:
-        raise BackendLoadError(f"ggml_backend_load could not load {what} from {path} "
-                               "(see llama.cpp's log above)")
+        raise BackendLoadError(f"could not load {what} from {path}: {dlopen_error(path)}")
+    name = ffi.string(lib.ggml_backend_reg_name(reg)).decode(errors="replace")
+    return name, int(lib.ggml_backend_reg_dev_count(reg))
 
 
-def _plugins(seen: set[str]) -> list[tuple[str, str]]:
-    """Load every installed plugin's modules; (name, outcome) for each plugin."""
-    out: list[tuple[str, str]] = []
+def _entry_points() -> list[metadata.EntryPoint]:
+    """The installed plugins' entry points, by name (a warning if the metadata
+    of some distribution cannot be read)."""
     try:
         eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
     except Exception as exc:  # broken metadata of an unrelated distribution
         warnings.warn(f"llama_cffi: could not list backend plugins: {exc}", RuntimeWarning,
-                      stacklevel=3)
-        return out
-    for ep in sorted(eps, key=lambda e: e.name):
+                      stacklevel=4)
+        return []
+    return sorted(eps, key=lambda e: e.name)
+
+
+def _plugins(seen: set[str]) -> list[PluginReport]:
+    """Load every installed plugin's modules; what happened to each."""
+    out: list[PluginReport] = []
+    for ep in _entry_points():
         try:
             module = importlib.import_module(ep.value)
             where = Path(module.__file__ or "").resolve().parent
@@ -185,15 +251,37 @@ def _plugins(seen: set[str]) -> list[tuple[str, str]]:
                     if not n.startswith("cpu") and n not in seen}
             if not mods:
                 raise BackendLoadError(f"no libggml-*.so module in {where}")
+            regs = []
             for name, path in mods.items():
-                _load(path, f"the {name} backend of plugin {ep.name!r}")
+                regs.append(_load(path, f"the {name} backend of plugin {ep.name!r}"))
                 seen.add(name)
-            out.append((ep.name, f"loaded {', '.join(p.name for p in mods.values())}"))
+            out.append(PluginReport(ep.name, ep.value, tuple(regs)))
         except Exception as exc:  # any failure of a plugin is its own, reported
             warnings.warn(f"llama_cffi: backend plugin {ep.name!r} ({ep.value}) was not "
                           f"loaded: {exc}", RuntimeWarning, stacklevel=3)
-            out.append((ep.name, f"not loaded: {exc}"))
+            out.append(PluginReport(ep.name, ep.value, error=str(exc) or type(exc).__name__))
     return out
+
+
+_ignored: tuple[str, ...] | None = None
+
+
+def ignored_plugins() -> tuple[str, ...]:
+    """In a build without ``GGML_BACKEND_DL`` (a source build: its backends
+    are compiled in), the installed plugins, which it cannot load: warns once
+    naming them (called by ``init.ensure_initialised``)."""
+    global _ignored
+    if _ignored is None:
+        eps = _entry_points()
+        _ignored = tuple(f"{ep.name} ({ep.value})" for ep in eps)
+        if _ignored:
+            warnings.warn(
+                f"llama_cffi: backend plugin{'s' if len(_ignored) != 1 else ''} "
+                f"{', '.join(_ignored)} installed but not used: this llama_cffi is a source "
+                "build with its backends compiled in (rebuild it with the GPU backend, e.g. "
+                "CMAKE_ARGS=-DGGML_CUDA=ON, or install the portable wheel)",
+                RuntimeWarning, stacklevel=4)
+    return _ignored
 
 
 def load_backends(directory: Path, cpu_variant: str | None = None) -> LoadReport:
@@ -239,6 +327,7 @@ def describe(rep: LoadReport) -> str:
 
 
 __all__ = ["ENTRY_POINT_GROUP", "ENV_CPU_VARIANT", "BackendLoadError", "CpuVariant",
-           "LoadReport", "backend_modules", "choose_cpu_variant", "cpu_variants",
-           "describe", "load_backends", "report", "variant_score"]
+           "LoadReport", "PluginReport", "backend_modules", "choose_cpu_variant",
+           "cpu_variants", "describe", "dlopen_error", "ignored_plugins", "load_backends",
+           "report", "variant_score"]
 

@@ -79,29 +79,44 @@ def check_rpc_devices(devs: list[CData] | None) -> None:
 _HOST_BACKENDS = frozenset({"CPU", "BLAS", "RPC"})
 
 
+def _gpu_devices() -> list[CData]:
+    return [d for d in backend.all_devices()
+            if backend.device_type(d) in (backend.DEVICE_TYPE_GPU, backend.DEVICE_TYPE_IGPU)]
+
+
 def check_gpu_offload(n_gpu_layers: int | None, devs: list[CData] | None) -> None:
     """Refuse ``n_gpu_layers`` when this build's GPU backend found no device.
 
     llama.cpp treats ``n_gpu_layers`` as a limit and quietly runs on the CPU
     when there is no GPU. In a build with a GPU backend compiled in (Vulkan,
-    CUDA ...) that usually means a missing driver or hidden devices, so asking
-    for layers on the GPU without any GPU-type device raises instead. A
-    CPU-only build keeps llama.cpp's behaviour (``n_gpu_layers`` is ignored);
-    so does ``devices=[...]`` (each named device was found) and the default
-    (``None``).
+    CUDA ...) or, in a portable build, with a GPU plugin installed
+    (``llama-cffi-cuda`` ...), that usually means a missing driver, hidden
+    devices or a plugin that did not load, so asking for layers on the GPU
+    without any GPU-type device raises instead, naming the backend or plugin
+    and why. A CPU-only build (a portable one without plugins too) keeps
+    llama.cpp's behaviour (``n_gpu_layers`` is ignored); so does
+    ``devices=[...]`` (each named device was found) and the default (``None``).
     """
-    gpu_backends = [b for b in BUILD_BACKENDS if b not in _HOST_BACKENDS]
-    if not n_gpu_layers or devs is not None or not gpu_backends:
+    if not n_gpu_layers or devs is not None:
         return
+    gpu_backends = [b for b in BUILD_BACKENDS if b not in _HOST_BACKENDS]
+    if not gpu_backends and "GGML_BACKEND_DL" not in BUILD_OPTIONS:
+        return  # CPU-only source build
     ensure_initialised()
-    found = [d for d in backend.all_devices()
-             if backend.device_type(d) in (backend.DEVICE_TYPE_GPU, backend.DEVICE_TYPE_IGPU)]
-    if not found:
-        raise LlamaError(
-            f"n_gpu_layers={n_gpu_layers} asks for GPU offload, but this build's "
-            f"{', '.join(gpu_backends)} backend found no device (driver missing, devices "
-            "hidden by GGML_VK_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES ...); pass "
-            "n_gpu_layers=0 to run on the CPU")
+    rep = loader.report()
+    plugins = rep.plugins if rep else ()
+    if not gpu_backends and not plugins:
+        return  # portable build without GPU plugins: CPU-only
+    if _gpu_devices():
+        return
+    what = []
+    if gpu_backends:
+        what.append(f"this build's {', '.join(gpu_backends)} backend found no device")
+    what += [f"plugin {p.name!r} ({p.module}) {p.outcome}" for p in plugins]
+    raise LlamaError(
+        f"n_gpu_layers={n_gpu_layers} asks for GPU offload, but there is no GPU device: "
+        f"{'; '.join(what)} (driver missing, devices hidden by GGML_VK_VISIBLE_DEVICES / "
+        "CUDA_VISIBLE_DEVICES ...); pass n_gpu_layers=0 to run on the CPU")
 
 
 def _device(index: int, dev: CData) -> Device:
@@ -160,8 +175,31 @@ def backends() -> list[Backend]:
 
 
 @dataclass(frozen=True)
+class BackendLoading:
+    """How the backends were loaded: the CPU variant of a portable build and
+    the GPU plugins (``GGML_BACKEND_DL``); empty in a source build.
+
+    cpu_variant: the CPU backend variant loaded (``zen4``, ``haswell`` ...);
+        ``""`` in a native build, whose one CPU backend is compiled for its
+        machine.
+    cpu_variant_reason: why that variant: the highest-scoring one this CPU
+        supports, or forced by ``LLAMA_CFFI_CPU_VARIANT``.
+    plugins: each installed GPU plugin: loaded (its backends and device
+        counts) or not and why.
+    ignored_plugins: plugins installed beside a source build, which has its
+        backends compiled in and cannot load them.
+    """
+
+    cpu_variant: str = ""
+    cpu_variant_reason: str = ""
+    plugins: tuple[loader.PluginReport, ...] = ()
+    ignored_plugins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SystemInfo:
     """What this installation of llama_cffi was built from and can use.
+    Immutable: may be shared across threads.
 
     version: llama_cffi's version.
     llama_commit: the llama.cpp commit it was compiled from.
@@ -173,6 +211,8 @@ class SystemInfo:
     llama_system_info: llama.cpp's own one-line summary (``llama_print_system_info``).
     supports_multimodal: whether libmtmd (images/audio through a projector)
         was compiled in (``-DLLAMA_CFFI_MTMD``, ON by default).
+    loading: the CPU variant and GPU plugins loaded (portable builds).
+    patches: the files of ``patches/`` applied to llama.cpp's source for this build.
     """
 
     version: str
@@ -188,14 +228,18 @@ class SystemInfo:
     supports_rpc: bool
     llama_system_info: str
     supports_multimodal: bool = False
-    cpu_variant: str = ""
-    """The CPU backend variant loaded (portable builds: ``zen4``, ``haswell`` ...);
-    ``""`` in a native build, whose one CPU backend is compiled for its machine."""
-    cpu_variant_reason: str = ""
-    """Why that variant: the highest-scoring one this CPU supports, or forced
-    by ``LLAMA_CFFI_CPU_VARIANT``."""
+    loading: BackendLoading = BackendLoading()
     patches: tuple[str, ...] = ()
-    """The files of ``patches/`` applied to llama.cpp's source for this build."""
+
+    @property
+    def cpu_variant(self) -> str:
+        """The CPU variant loaded (``loading.cpu_variant``); ``""`` in a native build."""
+        return self.loading.cpu_variant
+
+    @property
+    def cpu_variant_reason(self) -> str:
+        """Why that variant (``loading.cpu_variant_reason``)."""
+        return self.loading.cpu_variant_reason
 
     @property
     def cpu_features(self) -> dict[str, str]:
@@ -221,6 +265,11 @@ class SystemInfo:
         lines.append(f"multimodal (libmtmd): {'yes' if self.supports_multimodal else 'no'}")
         if self.cpu_variant:
             lines.append(f"CPU variant: {self.cpu_variant} ({self.cpu_variant_reason})")
+        for p in self.loading.plugins:
+            lines.append(f"plugin {p.name} ({p.module}): {p.outcome}")
+        if self.loading.ignored_plugins:
+            lines.append(f"plugins not used (source build, backends compiled in): "
+                         f"{', '.join(self.loading.ignored_plugins)}")
         lines.append(f"llama.cpp patches: {', '.join(self.patches) or 'none'}")
         lines.append(f"system: {self.llama_system_info}")
         return "\n".join(lines)
@@ -245,7 +294,10 @@ def system_info() -> SystemInfo:
         supports_rpc=supports["rpc"],
         llama_system_info=backend.system_info().strip(),
         supports_multimodal=HAVE_MTMD,
-        cpu_variant=rep.cpu_variant if rep else "",
-        cpu_variant_reason=rep.cpu_reason if rep else "",
+        loading=BackendLoading(
+            cpu_variant=rep.cpu_variant if rep else "",
+            cpu_variant_reason=rep.cpu_reason if rep else "",
+            plugins=rep.plugins if rep else (),
+            ignored_plugins=() if rep else loader.ignored_plugins()),
         patches=backend.build_patches(),
     )
