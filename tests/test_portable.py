@@ -385,3 +385,34 @@ def test_system_info_names_each_plugin_and_its_devices(
     assert info.cpu_variant == "zen4" and info.cpu_variant_reason == "best"
     assert [p.outcome for p in info.loading.plugins] == ["loaded CUDA, 0 devices"]
     assert "plugin cuda (llama_cffi_cuda): loaded CUDA, 0 devices" in str(info).splitlines()
+
+
+def test_a_source_build_names_installed_plugins_in_a_fresh_process(tmp_path: Path) -> None:
+    """A plugin installed (a dist-info with the entry point) beside this
+    build: a source build warns once at initialisation and system-info lists
+    it as not used; a portable core tries to load it and says why it failed."""
+    import sys
+
+    from llama_cffi._bindings.raw import BUILD_OPTIONS
+    pkg = tmp_path / "fake_gpu_plugin"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "libggml-fakegpu.so").write_bytes(b"\0" * 64)
+    dist = tmp_path / "fake_gpu_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-gpu-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        f"[{loader.ENTRY_POINT_GROUP}]\nfakegpu = fake_gpu_plugin\n")
+    code = ("import warnings; warnings.simplefilter('always'); import llama_cffi as lc; "
+            "i = lc.system_info(); lc.system_info(); print(i)")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if "GGML_BACKEND_DL" in BUILD_OPTIONS:
+        assert "plugin fakegpu (fake_gpu_plugin): not loaded" in proc.stdout
+    else:
+        assert proc.stderr.count("fakegpu (fake_gpu_plugin) installed but not used") == 1, \
+            proc.stderr
+        assert ("plugins not used (source build, backends compiled in): fakegpu "
+                "(fake_gpu_plugin)") in proc.stdout
