@@ -8,7 +8,9 @@ configured index, never a hard-coded host), checked against a pinned sha256
 and only its ``vendor/llama.cpp/`` subtree is extracted.
 
 The patches in ``patches/`` (our carried fixes to llama.cpp, each naming the
-upstream change it mirrors) are applied to the extracted tree, and the stamp
+upstream change it mirrors) are applied to the extracted tree by our own
+unified-diff applier (``unidiff.py`` beside this file: no patch(1) needed,
+exact context, no fuzz), and the stamp
 file records the patch set (names and sha256), so a changed patch set
 re-extracts and re-patches. Files a patch does not change keep the archive's
 mtimes, and a file whose content is unchanged from the tree it replaces keeps
@@ -43,6 +45,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import unidiff  # cmake/unidiff.py, beside this script
 
 SDIST_NAME = "llama-cpp-python"
 SDIST_VERSION = "0.3.36"
@@ -144,19 +148,18 @@ def up_to_date(dest: Path, patches: list[tuple[str, str]]) -> bool:
 
 
 def apply_patches(tree: Path, patches_dir: Path, patches: list[tuple[str, str]]) -> None:
-    """Apply each patch to ``tree`` with patch(1); a failing one raises PatchError."""
-    tool = shutil.which("patch")
-    if tool is None and patches:
-        raise PatchError("the patch program is not installed (it applies patches/*.patch)")
+    """Apply each patch to ``tree`` (cmake/unidiff.py: -p1, no fuzz, all or nothing).
+
+    A patch that does not apply raises PatchError naming it, the file and the
+    hunk; it has written nothing (earlier patches have, in ``tree``: the
+    caller's staging copy, thrown away on failure).
+    """
     for name, _ in patches:
-        # no fuzz: a patch applies where its context says, or not at all
-        cmd = [str(tool), "-p1", "--batch", "--forward", "--fuzz=0",
-               "--no-backup-if-mismatch", "-d", str(tree), "-i", str(patches_dir.resolve() / name)]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
-            raise PatchError(
-                f"patch {name} does not apply to the llama.cpp source:\n"
-                + proc.stdout.strip())
+        try:
+            unidiff.apply(tree, (patches_dir.resolve() / name).read_bytes())
+        except unidiff.DiffError as exc:
+            raise PatchError(f"patch {name} does not apply to the llama.cpp source: {exc}") \
+                from None
 
 
 def _same_file(new: Path, old: Path, st_new: os.stat_result) -> bool:

@@ -319,3 +319,172 @@ def test_configure_with_a_patch_that_does_not_fit_a_user_tree(tmp_path: Path) ->
     assert f"{first} does not apply" in out
     assert "LLAMA_CFFI_PATCH_SOURCE" in out
     assert sorted(p.name for p in user.rglob("*")) == before
+
+
+# -- cmake/unidiff.py: the applier that replaces patch(1) ---------------------------------
+
+
+def unidiff():  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import unidiff as u
+    finally:
+        sys.path.pop(0)
+    return u
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink() and p.name != ".llama_cffi_source"}
+
+
+def test_project_patches_give_what_gnu_patch_gives(tmp_path: Path) -> None:
+    """Our applier and ``patch -p1`` turn the pinned source into the same tree."""
+    f = fetcher()
+    archive = f.default_cache_dir() / f.SDIST_FILE
+    if not archive.exists():
+        pytest.skip(f"the pinned sdist is not in {archive.parent} (the build fetches it)")
+    if shutil.which("patch") is None:
+        pytest.skip("patch(1) is not installed (the reference this test compares with)")
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    f.extract(archive, theirs)  # unpatched
+    shutil.copytree(theirs, ours, symlinks=True)
+    pdir = ROOT / "patches"
+    for p in sorted(pdir.glob("*.patch")):
+        subprocess.run(["patch", "-p1", "--batch", "--forward", "--fuzz=0", "--quiet",
+                        "--no-backup-if-mismatch", "-d", str(theirs), "-i", str(p)],
+                       check=True, timeout=60)
+    f.apply_patches(ours, pdir, f.patch_set(pdir))
+    a, b = tree_bytes(ours), tree_bytes(theirs)
+    assert a.keys() == b.keys()
+    differ = [k for k in a if a[k] != b[k]]
+    assert not differ, differ
+    # and the patches changed something (the comparison is not of two pristine trees)
+    plain = tmp_path / "plain"
+    f.extract(archive, plain)
+    changed = sorted(k for k, v in tree_bytes(plain).items() if a[k] != v)
+    assert changed == ["ggml/src/CMakeLists.txt", "ggml/src/ggml-cpu/amx/mmq.cpp"], changed
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def test_wrong_context_fails_naming_file_and_hunk_and_writes_nothing(tmp_path: Path) -> None:
+    u = unidiff()
+    tree = make_tree(tmp_path / "t", {"a.c": b"one\ntwo\nthree\n", "b.c": b"x\ny\nz\n"})
+    # the first file's hunk fits; the second file's second hunk does not
+    diff = (b"note\n\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"
+            b"--- a/b.c\n+++ b/b.c\n@@ -1,2 +1,2 @@\n-x\n+X\n y\n"
+            b"@@ -2,2 +2,2 @@\n y\n-Q\n+q\n")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tree.iterdir()}
+    with pytest.raises(u.DiffError, match=r"b\.c: hunk #2 .*does not match"):
+        u.apply(tree, diff)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tree.iterdir()} == before
+    assert sorted(p.name for p in tree.iterdir()) == ["a.c", "b.c"]  # no temporary left
+    # through the fetcher: PatchError with the patch's name, the file and the hunk
+    f = fetcher()
+    pdir = tmp_path / "patches"
+    pdir.mkdir()
+    (pdir / "0003-two.patch").write_bytes(diff)
+    with pytest.raises(f.PatchError, match=r"0003-two\.patch does not apply.*b\.c: hunk #2"):
+        f.apply_patches(tree, pdir, f.patch_set(pdir))
+    assert (tree / "a.c").read_bytes() == b"one\ntwo\nthree\n"
+    # fuzz is not allowed: one context line off fails, though the change itself fits
+    fuzzy = b"--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n ONE\n-two\n+TWO\n three\n"
+    with pytest.raises(u.DiffError, match="a.c: hunk #1"):
+        u.apply(tree, fuzzy)
+    # an applied patch applied again fails, and says it looks applied
+    good = b"--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"
+    u.apply(tree, good)
+    assert (tree / "a.c").read_bytes() == b"one\nTWO\nthree\n"
+    with pytest.raises(u.DiffError, match="already"):
+        u.apply(tree, good)
+
+
+def test_hunk_found_at_an_offset(tmp_path: Path) -> None:
+    u = unidiff()
+    body = b"".join(b"line %d\n" % i for i in range(1, 21))
+    # five lines were added at the top since the diff was made, and two removed in between
+    text = b"new 1\nnew 2\nnew 3\nnew 4\nnew 5\n" + body.replace(b"line 9\nline 10\n", b"")
+    tree = make_tree(tmp_path / "t", {"f.txt": text})
+    diff = (b"--- a/f.txt\n+++ b/f.txt\n"
+            b"@@ -2,4 +2,5 @@\n line 2\n line 3\n+inserted A\n line 4\n line 5\n"
+            b"@@ -15,3 +16,3 @@\n line 15\n-line 16\n+LINE 16\n line 17\n")
+    u.apply(tree, diff)
+    want = text.replace(b"line 3\n", b"line 3\ninserted A\n").replace(b"line 16\n", b"LINE 16\n")
+    assert (tree / "f.txt").read_bytes() == want
+    # with patch(1), where installed: the same result
+    if shutil.which("patch"):
+        ref = make_tree(tmp_path / "ref", {"f.txt": text})
+        subprocess.run(["patch", "-p1", "--batch", "--fuzz=0", "--quiet", "-d", str(ref)],
+                       input=diff, check=True, timeout=30)
+        assert (ref / "f.txt").read_bytes() == want
+    # less context before than after a change means "at the end of the file": at a
+    # line in the middle such a hunk fails, with patch(1) as here
+    tree = make_tree(tmp_path / "t2", {"f.txt": text})
+    with pytest.raises(u.DiffError, match="hunk #1"):
+        u.apply(tree, b"--- a/f.txt\n+++ b/f.txt\n@@ -2,3 +2,4 @@\n line 2\n line 3\n"
+                      b"+inserted A\n line 4\n")
+    assert (tree / "f.txt").read_bytes() == text
+
+
+def test_no_newline_at_end_of_file(tmp_path: Path) -> None:
+    u = unidiff()
+    tree = make_tree(tmp_path / "t", {"a": b"x\ny", "b": b"x\ny\n", "c": b"x\ny"})
+    u.apply(tree, (
+        # a: the last line changes and still has no newline
+        b"--- a/a\n+++ b/a\n@@ -1,2 +1,2 @@\n x\n-y\n\\ No newline at end of file\n+Y\n"
+        b"\\ No newline at end of file\n"
+        # b: the final newline is removed
+        b"--- a/b\n+++ b/b\n@@ -1,2 +1,2 @@\n x\n-y\n+y\n\\ No newline at end of file\n"
+        # c: a line is added after a last line that had none
+        b"--- a/c\n+++ b/c\n@@ -1,2 +1,3 @@\n x\n-y\n\\ No newline at end of file\n+y\n+z\n"))
+    assert (tree / "a").read_bytes() == b"x\nY"
+    assert (tree / "b").read_bytes() == b"x\ny"
+    assert (tree / "c").read_bytes() == b"x\ny\nz\n"
+    # a hunk that claims a final newline the file lacks does not match
+    with pytest.raises(u.DiffError, match="a: hunk #1"):
+        u.apply(tree, b"--- a/a\n+++ b/a\n@@ -1,2 +1,2 @@\n x\n-Y\n+Z\n")
+
+
+def test_crlf_file_keeps_its_line_endings(tmp_path: Path) -> None:
+    u = unidiff()
+    tree = make_tree(tmp_path / "t", {"w.txt": b"alpha\r\nbeta\r\ngamma\r\n"})
+    # an LF diff (as in patches/) applies to the CRLF file; added lines get CRLF
+    u.apply(tree, b"--- a/w.txt\n+++ b/w.txt\n@@ -1,3 +1,4 @@\n alpha\n-beta\n+BETA\n+delta\n"
+                  b" gamma\n")
+    assert (tree / "w.txt").read_bytes() == b"alpha\r\nBETA\r\ndelta\r\ngamma\r\n"
+    # and a CRLF diff too
+    u.apply(tree, b"--- a/w.txt\r\n+++ b/w.txt\r\n@@ -3,2 +3,2 @@\r\n-delta\r\n+DELTA\r\n"
+                  b" gamma\r\n")
+    assert (tree / "w.txt").read_bytes() == b"alpha\r\nBETA\r\nDELTA\r\ngamma\r\n"
+
+
+def test_new_and_deleted_files_and_malformed_diffs(tmp_path: Path) -> None:
+    u = unidiff()
+    tree = make_tree(tmp_path / "t", {"old.txt": b"bye\n", "keep.txt": b"k\n"})
+    (tree / "keep.txt").chmod(0o755)
+    u.apply(tree, b"diff --git a/new/dir/n.txt b/new/dir/n.txt\nnew file mode 100644\n"
+                  b"--- /dev/null\n+++ b/new/dir/n.txt\n@@ -0,0 +1,2 @@\n+hello\n+world\n"
+                  b"--- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n"
+                  b"--- a/keep.txt\n+++ b/keep.txt\n@@ -1 +1 @@\n-k\n+K\n")
+    assert (tree / "new/dir/n.txt").read_bytes() == b"hello\nworld\n"
+    assert not (tree / "old.txt").exists()
+    assert (tree / "keep.txt").read_bytes() == b"K\n"
+    assert (tree / "keep.txt").stat().st_mode & 0o777 == 0o755  # mode kept
+    for bad, message in [
+        (b"just a note\n", "not a unified diff"),
+        (b"--- a/keep.txt\n+++ b/keep.txt\n@@ -1,2 +1,2 @@\n-K\n+k\n", "ends early"),
+        (b"--- a/../escape\n+++ b/../escape\n@@ -1 +1 @@\n-a\n+b\n", "leaves the tree"),
+        (b"--- a/missing.txt\n+++ b/missing.txt\n@@ -1 +1 @@\n-a\n+b\n", "no such file"),
+        (b"--- /dev/null\n+++ b/keep.txt\n@@ -0,0 +1 @@\n+x\n", "exists already"),
+        (b"diff --git a/keep.txt b/k2.txt\nrename from keep.txt\nrename to k2.txt\n",
+         "unsupported"),
+    ]:
+        with pytest.raises(u.DiffError, match=message):
+            u.apply(tree, bad)
+    assert (tree / "keep.txt").read_bytes() == b"K\n"
