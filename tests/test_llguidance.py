@@ -271,3 +271,22 @@ def test_contradictory_bounds_refused_as_llama_cpp_does(schema: object) -> None:
     with pytest.raises(SchemaError):
         to_gbnf(schema)  # type: ignore[arg-type]
     check_bounds({"type": "object", "properties": {"minLength": {"type": "integer"}}})
+
+
+@pytest.mark.parametrize(("version", "used"), [
+    ("1.9.1", True), ("1.12.0", True), ("1.8.3", False), ("2.0.0", False), ("0.7", False),
+])
+def test_only_llguidance_1x_has_its_c_api_loaded(version: str, used: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """cdef/llg.h declares llguidance 1.x's structs (no size field on the
+    constraint init): another major version is refused with the reason, not
+    called with a layout it may not have."""
+    import importlib.metadata
+
+    from llama_cffi._bindings import llg
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
+    reason = llg._version_refused()
+    assert (reason == "") is used
+    if not used:
+        assert version in reason and "llguidance>=1.9,<2" in reason

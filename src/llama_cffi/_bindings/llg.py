@@ -11,6 +11,7 @@ owner in :mod:`llama_cffi.objects.constraints`.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import threading
 
@@ -19,6 +20,11 @@ import numpy as np
 from .raw import NULL, CData, ffi, lib
 
 _ERR = 1024
+# cdef/llg.h declares llguidance's structs from its 1.x header (the
+# constraint init and parser limits carry no size field): another major
+# version may lay them out differently, so only 1.x (from 1.9) is loaded.
+_TESTED_MAJOR = 1
+_MIN_MINOR = 9
 _lock = threading.Lock()
 _loaded: list[str] = []  # the reason it failed, or "" once loaded
 
@@ -39,12 +45,32 @@ def load() -> str:
             path = library_path()
             if path is None:
                 _loaded.append("the llguidance package is not installed")
+            elif reason := _version_refused():
+                _loaded.append(reason)
             else:
                 err = ffi.new("char[]", _ERR)
                 rc = lib.llama_cffi_llg_load(path.encode(), err, _ERR)
                 _loaded.append("" if rc == 0 else
                                f"cannot load llguidance's library: {ffi.string(err).decode()}")
         return _loaded[0]
+
+
+def _version_refused() -> str:
+    """Why the installed llguidance's C API is not used ("" when it is)."""
+    try:
+        version = importlib.metadata.version("llguidance")
+    except importlib.metadata.PackageNotFoundError:
+        return ""  # importable but without metadata (a source tree): trust it
+    parts = version.split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return f"llguidance {version}: cannot read its version"
+    if major != _TESTED_MAJOR or minor < _MIN_MINOR:
+        return (f"llguidance {version} is installed, but llama_cffi's declarations of its "
+                f"C API are for {_TESTED_MAJOR}.x from {_TESTED_MAJOR}.{_MIN_MINOR}; "
+                f"install 'llguidance>={_TESTED_MAJOR}.{_MIN_MINOR},<{_TESTED_MAJOR + 1}'")
+    return ""
 
 
 def tokenizer_new(vocab: CData, tokens: list[bytes], eos: list[int]) -> CData:
