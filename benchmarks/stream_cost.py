@@ -147,7 +147,7 @@ def server_part(path: str, requests: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(requests):
             for kind in (("ours", "llama-server") if i % 2 == 0 else ("llama-server", "ours")):
-                with running(kind, path, Path(tmp) / f"{kind}.log") as (url, _):
+                with running(kind, path, 1, Path(tmp) / f"{kind}.log") as (url, _):
                     sse_gaps(url, "Warm up:", 8)
                     gaps[kind] += sse_gaps(url, f"Story number {i}: once upon a time", N_GEN)
     print(f"\nSSE stream, 1 client, {N_GEN} tokens, {requests} requests per server "

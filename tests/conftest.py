@@ -6,9 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import llama_cffi as lc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +42,17 @@ def gemma3_path() -> Path:
     from llama_cffi import models
 
     return models.fetch("gemma3-270m")
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def llm4(request: pytest.FixtureRequest, smollm2_path: Path,
+         gemma3_path: Path) -> Iterator[lc.LLM]:
+    """An LLM with 4 slots on each registry model in turn (one per test module)."""
+    import llama_cffi as lc
+
+    path = smollm2_path if request.param == "smollm2" else gemma3_path
+    with lc.LLM(path, n_ctx=4 * 512, n_parallel=4, n_threads=2) as llm:
+        yield llm
 
 
 @pytest.fixture(scope="session")

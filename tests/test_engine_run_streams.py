@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +23,14 @@ from llama_cffi._bindings import run as _run
 from llama_cffi.engine.slot import logprob_of
 from llama_cffi.objects.run import MAX_LOGPROBS, GenerationRun, RunSlot
 
+from .test_engine_runs import forget_prefixes
+
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):",
            "List three colours:"]
 # answers with characters of several UTF-8 bytes, which byte-level vocabularies
 # split over tokens (the text must hold them back until they are whole)
 UNICODE = ["Translate to Chinese: 'I like tea.' ->", "Écris une phrase en français: Le café",
            "Emoji for happy, sad, love: 😀", "Русский текст: Москва"]
-
-
-@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
-def llm4(request: pytest.FixtureRequest, smollm2_path: Path,
-         gemma3_path: Path) -> Iterator[lc.LLM]:
-    path = smollm2_path if request.param == "smollm2" else gemma3_path
-    with lc.LLM(path, n_ctx=4 * 512, n_parallel=4, n_threads=2) as llm:
-        yield llm
-
-
-def forget_prefixes(engine: lc.Engine) -> None:
-    for slot in engine.slots:
-        engine.ctx.seq_rm(slot.seq_id)
-        slot.cache = []
 
 
 def start_together(llm: lc.LLM, requests: list[dict[str, Any]],

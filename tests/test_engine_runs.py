@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,6 @@ from llama_cffi.objects.run import GenerationRun, RunSlot
 
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):",
            "List three colours:"]
-
-
-@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
-def llm4(request: pytest.FixtureRequest, smollm2_path: Path,
-         gemma3_path: Path) -> Iterator[lc.LLM]:
-    path = smollm2_path if request.param == "smollm2" else gemma3_path
-    with lc.LLM(path, n_ctx=4 * 512, n_parallel=4, n_threads=2) as llm:
-        yield llm
 
 
 def submit_together(llm: lc.LLM, requests: list[dict[str, Any]]) -> list[lc.RequestHandle]:

@@ -33,14 +33,6 @@ ASK = "Describe a person as JSON: "
 JSON_CASES = ["person", "nested", "enum_anyof"]
 
 
-@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
-def llm4(request: pytest.FixtureRequest, smollm2_path: Path,
-         gemma3_path: Path) -> Iterator[lc.LLM]:
-    path = smollm2_path if request.param == "smollm2" else gemma3_path
-    with lc.LLM(path, n_ctx=4 * 512, n_parallel=4, n_threads=2) as llm:
-        yield llm
-
-
 def test_json_schemas_run_in_c_with_the_per_step_tokens(llm4: lc.LLM) -> None:
     """Greedy and seeded sampling, one schema per slot, the same tokens both ways."""
     reqs = [{"prompt": ASK, "json_schema": SCHEMAS[name], "max_tokens": 100,

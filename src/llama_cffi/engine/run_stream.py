@@ -18,7 +18,6 @@ ends (a stop string found in the text, an error) interrupts the run.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -105,7 +104,6 @@ class StreamPump:
         self._thread.join()
 
     def _main(self) -> None:
-        _no_wakeup_preemption()
         while True:
             job = self._jobs.get()
             if job is None:
@@ -121,21 +119,6 @@ class StreamPump:
                 job.failure = exc
             finally:
                 job.done.set()
-
-
-def _no_wakeup_preemption() -> None:
-    """Make the calling thread (the pump) one that never preempts a running
-    thread when it wakes (Linux ``SCHED_BATCH``): C's wake-up after each step
-    then no longer stops the engine thread between two decodes while the
-    pump hands out the token; the pump runs on a free core or at the next
-    scheduling point. Elsewhere (or when refused) nothing changes."""
-    batch = getattr(os, "SCHED_BATCH", None)
-    if batch is None or not hasattr(os, "sched_setscheduler"):
-        return
-    try:
-        os.sched_setscheduler(0, batch, os.sched_param(0))  # 0: this thread on Linux
-    except OSError:
-        pass
 
 
 def _take_published(job: Job) -> None:
