@@ -40,7 +40,11 @@ def test_extension_is_next_to_its_libraries() -> None:
     import os
     from pathlib import Path
 
-    pkg = Path(lc.__file__).parent
+    from llama_cffi import _llama
+
+    # the extension's folder: the package's own in an installed wheel, the
+    # build's install folder in an editable install (the sources stay in src/)
+    pkg = Path(_llama.__file__).parent
     names = {p.name for p in pkg.iterdir()}
     assert "libllama.so" in names and "libggml.so" in names
     assert any(n.startswith("_llama.") and n.endswith(".so") for n in names)
