@@ -98,7 +98,22 @@ typedef struct llama_cffi_run_result {
     int32_t steps;          /* decodes done (tokens added to each slot) */
     int64_t t_decode_us;    /* time inside llama_decode */
     int64_t t_sample_us;    /* time choosing the tokens (llama.cpp's "sampling time") */
+    int32_t cpu;            /* the CPU the run's thread was on at its last step (Linux;
+                             * -1 elsewhere): the stream pump keeps off it, any thread
+                             * reads it during the run */
 } llama_cffi_run_result;
+
+#ifdef __linux__
+extern int sched_getcpu(void);  /* glibc and musl (sched.h declares it only with _GNU_SOURCE) */
+#define LLAMA_CFFI_CURRENT_CPU() sched_getcpu()
+#else
+#define LLAMA_CFFI_CURRENT_CPU() (-1)
+#endif
+
+/* The CPU of the run's thread at its last step (any thread; -1: unknown). */
+static int32_t llama_cffi_run_cpu(const llama_cffi_run_result * res) {
+    return LLAMA_CFFI_PUBLISHED(&res->cpu);
+}
 
 /* Tokens slot i of a run in progress has published (any thread): what they
  * are and their log-probabilities may be read once this returned. */
@@ -544,6 +559,7 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
     res->steps = 0;
     res->t_decode_us = 0;
     res->t_sample_us = 0;
+    LLAMA_CFFI_PUBLISH(&res->cpu, (int32_t) LLAMA_CFFI_CURRENT_CPU());
     int32_t streams = 0;
     size_t mask_bytes = 0;
     int32_t n_cands = 0;
@@ -717,6 +733,7 @@ static void llama_cffi_run(struct llama_context * ctx, struct llama_batch * batc
         res->t_sample_us += ggml_time_us() - t1;
 #ifndef _WIN32
         if (streams && notify_fd >= 0) {  /* wake the reader of the published tokens */
+            LLAMA_CFFI_PUBLISH(&res->cpu, (int32_t) LLAMA_CFFI_CURRENT_CPU());
             const char one = 1;
             ssize_t ignored = write(notify_fd, &one, 1);  /* full pipe: it is awake anyway */
             (void) ignored;

@@ -10,6 +10,7 @@ reasons, log-probabilities and number of decodes, and that runs happened.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -166,6 +167,47 @@ def test_pieces_arrive_while_the_run_goes_on(smollm2_path: Path) -> None:
         assert sum(t < first_end for t in arrivals) >= 30
         during = [t for t in arrivals if t < first_end]
         assert len(set(during)) == len(during)  # not handed over in one burst
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity (Linux) and two CPUs")
+def test_the_pump_keeps_off_the_runs_cpu_for_one_stream(smollm2_path: Path) -> None:
+    # C notes the CPU of the run's thread at each step; with one streamed slot
+    # the pump thread's affinity is every CPU of the process but that one
+    allowed = os.sched_getaffinity(0)
+
+    def pump_mask(llm: lc.LLM) -> set[int] | None:
+        pump = llm.engine._pump
+        tid = None if pump is None else pump._thread.native_id
+        return None if tid is None else os.sched_getaffinity(tid)
+
+    with lc.LLM(smollm2_path, n_ctx=2048, n_parallel=4, n_threads=2) as llm:
+        seen: list[tuple[int, set[int]]] = []
+        for _ in llm.stream(PROMPTS[0], max_tokens=80, temperature=0, ignore_eos=True):
+            mask = pump_mask(llm)
+            if mask is not None:
+                seen.append((llm.engine._run.cpu(), mask))
+        assert llm.metrics.run_decode_calls >= 60 and len(seen) >= 60
+        assert all(cpu in allowed for cpu, _ in seen)  # a real CPU of this process
+        # once the pump has looked (after its first wake-up) it is off the run's
+        # CPU and on all the others; the run's thread seldom moves, so nearly
+        # every piece finds the two in step
+        kept = [cpu not in mask and mask == allowed - {cpu} for cpu, mask in seen[5:]]
+        assert sum(kept) >= 0.8 * len(kept), seen
+        assert seen[-1][1] != allowed
+        # several streamed slots in the run: the pump may run anywhere again
+        reqs = [{"prompt": p, "max_tokens": 60, "temperature": 0, "ignore_eos": True}
+                for p in PROMPTS]
+        _, readers = start_together(llm, reqs, [True] * 4)
+        masks = []
+        for _ in range(30):
+            for r in readers:
+                next(r)
+            masks.append(pump_mask(llm))
+        for r in readers:
+            for _ in r:
+                pass
+        assert masks[-1] == allowed, masks
 
 
 def test_cancel_mid_stream_and_a_late_reader(llm4: lc.LLM) -> None:

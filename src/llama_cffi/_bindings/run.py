@@ -53,6 +53,7 @@ class RunMemory:
         self.keep: list[tuple[object, ...]] = [()] * capacity
         self.flag = ffi.new("int32_t *")
         self.result = ffi.new("llama_cffi_run_result *")
+        self.result.cpu = -1
 
 
 def set_slot(mem: RunMemory, i: int, where: tuple[int, int, int], limits: tuple[int, bool],
@@ -131,6 +132,12 @@ def run(mem: RunMemory, ctx: CData, batch: CData, n_slots: int, max_steps: int,
     lib.llama_cffi_run(ctx, batch, mem.slots, n_slots, max_steps, mem.flag, budget_us,
                        notify_fd, res)
     return int(res.status), int(res.steps), int(res.t_decode_us), int(res.t_sample_us)
+
+
+def run_cpu(mem: RunMemory) -> int:
+    """The CPU the thread of the run in progress was on at its last step
+    (Linux; -1 elsewhere or before a run; any thread)."""
+    return int(lib.llama_cffi_run_cpu(mem.result))
 
 
 def tokens(mem: RunMemory, i: int) -> list[int]:

@@ -14,10 +14,23 @@ run returns, the engine thread hands the pump the end, waits until it has
 taken every published token, and then does what the per-step path does
 after ``accept`` (the KV bookkeeping, ending a request). A request the pump
 ends (a stop string found in the text, an error) interrupts the run.
+
+Where it runs: during a run with one streamed slot, the pump keeps off the
+CPU the run's thread is on (Linux: C notes that CPU at each step, the pump
+narrows its own affinity to the other CPUs the process may use and follows
+when the run's thread moves). Woken there by C's byte, the pump would
+preempt the run's thread between two decodes, and the next decode would
+wait for the pump's Python; on another CPU its short turn (one token)
+displaces at most a decode worker waiting for the next decode. With
+several streamed slots the pump's turn is longer than that wait, and
+holding a decode worker back costs more than delaying the next decode: the
+pump may run anywhere then (docs/performance.md, "Streams and logprobs:
+figures").
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -104,12 +117,17 @@ class StreamPump:
         self._thread.join()
 
     def _main(self) -> None:
+        place = _Placement()
         while True:
             job = self._jobs.get()
             if job is None:
                 return
             try:
                 while True:
+                    if len(job.entries) == 1:
+                        place.keep_off(job.run.cpu())
+                    else:
+                        place.anywhere()
                     ended = job.ended  # before taking: all published by then is taken
                     _take_published(job)
                     if ended:
@@ -119,6 +137,37 @@ class StreamPump:
                 job.failure = exc
             finally:
                 job.done.set()
+
+
+class _Placement:
+    """The calling thread's CPU affinity: every CPU it started with but the
+    run's (see the module). A no-op where affinity cannot be set, with one
+    CPU, or when the run's CPU is unknown."""
+
+    def __init__(self) -> None:
+        self._cpus: set[int] = set()
+        if hasattr(os, "sched_getaffinity"):
+            try:
+                self._cpus = set(os.sched_getaffinity(0))
+            except OSError:
+                pass
+        self._off: int | None = None
+
+    def keep_off(self, cpu: int) -> None:
+        if cpu < 0 or cpu == self._off or len(self._cpus) < 2:
+            return
+        self._set(self._cpus - {cpu}, cpu)
+
+    def anywhere(self) -> None:
+        if self._off is not None:
+            self._set(self._cpus, None)
+
+    def _set(self, cpus: set[int], off: int | None) -> None:
+        self._off = off
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError:  # the process's CPUs changed since: leave the thread as it is
+            self._cpus, self._off = set(), None
 
 
 def _take_published(job: Job) -> None:

@@ -118,6 +118,11 @@ class GenerationRun:
         streamed one (any thread; read them with :meth:`read`)."""
         return _run.published(self._mem, i)
 
+    def cpu(self) -> int:
+        """The CPU the run's thread was on at its last step (Linux; -1 elsewhere
+        or before a run; any thread)."""
+        return _run.run_cpu(self._mem)
+
     def read(self, i: int, start: int, stop: int
              ) -> tuple[list[int], list[TokenLogprobs] | None]:
         """Tokens ``start:stop`` of the ``i``-th slot, published or sampled, with
