@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import subprocess
@@ -109,13 +110,17 @@ BAD_PATCH = """Does not fit
 """
 
 
-def fetcher():  # type: ignore[no-untyped-def]
+def cmake_module(name: str):  # type: ignore[no-untyped-def]
+    """A module of cmake/ (the build's own scripts, not a package)."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
-        import fetch_llama_cpp as f
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return f
+
+
+def fetcher():  # type: ignore[no-untyped-def]
+    return cmake_module("fetch_llama_cpp")
 
 
 def fake_sdist(path: Path) -> Path:
@@ -325,12 +330,7 @@ def test_configure_with_a_patch_that_does_not_fit_a_user_tree(tmp_path: Path) ->
 
 
 def unidiff():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import unidiff as u
-    finally:
-        sys.path.pop(0)
-    return u
+    return cmake_module("unidiff")
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
