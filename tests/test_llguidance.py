@@ -274,7 +274,8 @@ def test_contradictory_bounds_refused_as_llama_cpp_does(schema: object) -> None:
 
 
 @pytest.mark.parametrize(("version", "used"), [
-    ("1.9.1", True), ("1.12.0", True), ("1.8.3", False), ("2.0.0", False), ("0.7", False),
+    ("1.9.1", True), ("1.12.0", True), ("1.10rc1", True), ("1.8.3", False), ("2.0.0", False),
+    ("0.7", False),
 ])
 def test_only_llguidance_1x_has_its_c_api_loaded(version: str, used: bool,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
 import threading
 
 import numpy as np
@@ -61,11 +62,10 @@ def _version_refused() -> str:
         version = importlib.metadata.version("llguidance")
     except importlib.metadata.PackageNotFoundError:
         return ""  # importable but without metadata (a source tree): trust it
-    parts = version.split(".")
-    try:
-        major, minor = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-    except ValueError:
+    m = re.match(r"(\d+)(?:\.(\d+))?", version)  # "1.10rc1", "1.9.2.post1", "2"
+    if m is None:
         return f"llguidance {version}: cannot read its version"
+    major, minor = int(m[1]), int(m[2] or 0)
     if major != _TESTED_MAJOR or minor < _MIN_MINOR:
         return (f"llguidance {version} is installed, but llama_cffi's declarations of its "
                 f"C API are for {_TESTED_MAJOR}.x from {_TESTED_MAJOR}.{_MIN_MINOR}; "
